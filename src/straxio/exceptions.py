@@ -1,0 +1,79 @@
+"""Every exception straxio raises on its own account.
+
+A user's exception raised inside a plugin is never wrapped: it reaches the
+caller as itself, with notes (``add_note``) naming the plugin, data type, run
+and chunk. The classes here are for straxio's own verdicts: broken chunks,
+bad plugin output, bad configuration, impossible plans, stalls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CannotSplit",
+    "ChunkError",
+    "ConfigError",
+    "PipelineStalled",
+    "PlanError",
+    "PluginError",
+    "RemoteError",
+    "StraxioError",
+]
+
+
+class StraxioError(Exception):
+    """Raised when straxio itself finds something wrong (base of all straxio errors)."""
+
+
+class ChunkError(StraxioError, ValueError):
+    """Raised when a chunk would break an invariant: wrong dtype, unsorted rows,
+    a row outside ``[start, end)``, ``start > end``, or chunks that do not touch
+    or disagree where they must agree."""
+
+
+class CannotSplit(ChunkError):
+    """Raised when a chunk cannot be split at the requested time because a row
+    straddles it and an early split was not allowed."""
+
+
+class PluginError(StraxioError):
+    """Raised when a plugin is declared wrongly or returns output that breaks the
+    rules (wrong dtype, rows outside the chunk's range, wrong row count).
+    The message names the plugin and, where it applies, the chunk."""
+
+
+class ConfigError(StraxioError, ValueError):
+    """Raised when a configuration value has the wrong type, a required option is
+    missing, or a key is taken by no registered plugin. The message names the
+    option and the closest valid name."""
+
+
+class PlanError(StraxioError):
+    """Raised at planning time, before anything runs: unknown target, missing
+    dependency, a cycle, or two plugins providing one data type."""
+
+
+class PipelineStalled(StraxioError):
+    """Raised when a run can make no progress: every task of the run waits on a
+    mailbox, nothing computes, no source awaits outside IO, and the caller is not
+    the one being waited for. Carries the mailboxes' statistics."""
+
+    def __init__(self, message: str, statistics: Any = None):
+        super().__init__(message)
+        self.statistics = statistics
+
+
+class RemoteError(StraxioError):
+    """Raised when a plugin's compute failed in a process-pool worker with an
+    exception that cannot cross the process boundary (it cannot be pickled).
+    Carries the original type name, message and traceback text."""
+
+    def __init__(self, type_name: str, message: str, traceback_text: str):
+        super().__init__(f"{type_name}: {message}\n\nRemote traceback:\n{traceback_text}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+
+    def __reduce__(self):
+        return (type(self), (self.type_name, self.message, self.traceback_text))
