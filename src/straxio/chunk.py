@@ -1,0 +1,824 @@
+"""Chunks: the unit of data that flows between plugins, and interval helpers.
+
+A :class:`Chunk` is a structured numpy array of rows of one data type for one
+run, together with the half-open time range ``[start, end)`` it covers. Its
+invariants, checked on every row when a chunk is built publicly:
+
+* ``start <= end``;
+* rows are sorted by ``time`` (non-decreasing);
+* every row has ``endtime >= time``, ``time >= start`` and ``endtime <= end``
+  (so a zero-length row may sit exactly at ``end``).
+
+Checks and searches run in numba kernels compiled with ``nogil=True`` so that
+they can run in worker threads next to the event loop. The kernels only take
+contiguous int64 arrays (time and end time columns extracted in Python), so one
+compiled signature serves every dtype.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numba
+import numpy as np
+
+from straxio.dtypes import check_time_dtype, endtime, merged_dtype
+from straxio.exceptions import CannotSplit, ChunkError
+
+__all__ = [
+    "Chunk",
+    "check_continuity",
+    "endtime",
+    "fully_contained_in",
+    "sort_by_time",
+    "split_by_containment",
+    "touching_windows",
+]
+
+_INT64_MIN = np.iinfo(np.int64).min
+
+# Error codes returned by _check_rows; the message is built in Python.
+_OK = 0
+_UNSORTED = 1
+_NEGATIVE_LENGTH = 2
+_BEFORE_START = 3
+_AFTER_END = 4
+
+
+def _i64(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous, writable int64 array.
+
+    Every kernel argument goes through this, so each kernel is compiled for a
+    single array type (numba types read-only and strided arrays separately).
+    """
+    out = np.ascontiguousarray(a, dtype=np.int64)
+    if not out.flags.writeable:
+        out = out.copy()
+    return out
+
+
+def _time_columns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _i64(x["time"]), _i64(endtime(x))
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@numba.njit(nogil=True, cache=True)
+def _check_rows(time, end_time, start, end):  # pragma: no cover - compiled
+    """Return (error code, row index) for the first row breaking an invariant."""
+    previous = _INT64_MIN
+    for i in range(len(time)):
+        t = time[i]
+        e = end_time[i]
+        if t < previous:
+            return _UNSORTED, i
+        if e < t:
+            return _NEGATIVE_LENGTH, i
+        if t < start:
+            return _BEFORE_START, i
+        if e > end:
+            return _AFTER_END, i
+        previous = t
+    return _OK, -1
+
+
+@numba.njit(nogil=True, cache=True)
+def _safe_split(time, end_time, t):  # pragma: no cover - compiled
+    """Find where to split sorted rows at or before ``t``.
+
+    Returns ``(t_safe, n_first, straddler)``: the latest time ``t_safe <= t``
+    at which no row straddles (``time < t_safe < endtime``), the number of rows
+    with ``time < t_safe``, and the index of the first row straddling ``t``
+    itself (-1 if none).
+
+    The latest safe time is ``t`` itself or the start time of some row: if
+    ``s < t`` is safe, so is the smallest row start time >= ``s`` (or ``t``),
+    because no new rows begin in between. End times are not monotonic, so the
+    prefix condition uses a running maximum.
+    """
+    n = len(time)
+    running_max = _INT64_MIN  # max end time of rows[:i]
+    best = _INT64_MIN
+    best_n = 0
+    straddler = -1
+    i = 0
+    while i < n and time[i] < t:
+        # rows[:i] are exactly the rows with time < time[i] when i starts a
+        # group of equal times.
+        if (i == 0 or time[i - 1] < time[i]) and running_max <= time[i]:
+            best = time[i]
+            best_n = i
+        if straddler < 0 and end_time[i] > t:
+            straddler = i
+        if end_time[i] > running_max:
+            running_max = end_time[i]
+        i += 1
+    if running_max <= t:
+        return t, i, -1
+    return best, best_n, straddler
+
+
+@numba.njit(nogil=True, cache=True)
+def _first_mismatch(a_time, a_end, b_time, b_end):  # pragma: no cover - compiled
+    for i in range(len(a_time)):
+        if a_time[i] != b_time[i] or a_end[i] != b_end[i]:
+            return i
+    return -1
+
+
+@numba.njit(nogil=True, cache=True)
+def _first_decrease(x):  # pragma: no cover - compiled
+    for i in range(1, len(x)):
+        if x[i] < x[i - 1]:
+            return i
+    return -1
+
+
+@numba.njit(nogil=True, cache=True)
+def _running_max(x):  # pragma: no cover - compiled
+    out = np.empty_like(x)
+    m = _INT64_MIN
+    for i in range(len(x)):
+        if x[i] > m:
+            m = x[i]
+        out[i] = m
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _fully_contained_in(t_time, t_end, c_time, c_end):  # pragma: no cover - compiled
+    # Containers that start early enough form a prefix (sorted by time). The
+    # first container whose end time is late enough is where the running max
+    # of container end times first reaches the thing's end time. That index
+    # works iff it lies inside the prefix. O(n log m), any overlap allowed.
+    c_max_end = _running_max(c_end)
+    result = np.full(len(t_time), -1, dtype=np.int64)
+    for i in range(len(t_time)):
+        n_early = np.searchsorted(c_time, t_time[i], side="right")
+        j = np.searchsorted(c_max_end, t_end[i], side="left")
+        if j < n_early:
+            result[i] = j
+    return result
+
+
+@numba.njit(nogil=True, cache=True)
+def _contained_indices(t_time, t_end, c_time, c_end):  # pragma: no cover - compiled
+    """Indices of things inside each container, flat, with per-container counts."""
+    m = len(c_time)
+    lo = np.empty(m, dtype=np.int64)
+    hi = np.empty(m, dtype=np.int64)
+    counts = np.zeros(m, dtype=np.int64)
+    # A contained thing starts in [c.time, c.endtime]; only those are scanned.
+    for k in range(m):
+        lo[k] = np.searchsorted(t_time, c_time[k], side="left")
+        hi[k] = np.searchsorted(t_time, c_end[k], side="right")
+        for i in range(lo[k], hi[k]):
+            if t_end[i] <= c_end[k]:
+                counts[k] += 1
+    indices = np.empty(counts.sum(), dtype=np.int64)
+    n = 0
+    for k in range(m):
+        for i in range(lo[k], hi[k]):
+            if t_end[i] <= c_end[k]:
+                indices[n] = i
+                n += 1
+    return indices, counts
+
+
+@numba.njit(nogil=True, cache=True)
+def _touching_windows(t_time, t_end, c_time, c_end, window):  # pragma: no cover
+    t_max_end = _running_max(t_end)
+    result = np.empty((len(c_time), 2), dtype=np.int64)
+    for k in range(len(c_time)):
+        # right: things starting before the (widened) container ends.
+        right = np.searchsorted(t_time, c_end[k] + window, side="left")
+        # left: first thing ending after the (widened) container starts. Since
+        # things are sorted by time, it touches iff it also starts before
+        # `right`; otherwise nothing touches.
+        left = np.searchsorted(t_max_end, c_time[k] - window, side="right")
+        if left > right:
+            left = right
+        result[k, 0] = left
+        result[k, 1] = right
+    return result
+
+
+# --------------------------------------------------------------------------- Chunk
+
+
+def _as_int(value: Any, what: str, data_type: str, run_id: str) -> int:
+    if isinstance(value, bool):
+        raise ChunkError(f"{what} of chunk {data_type!r} of run {run_id!r} must be an int")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ChunkError(
+            f"{what} of chunk {data_type!r} of run {run_id!r} must be an int, "
+            f"got {type(value).__name__} {value!r}"
+        ) from None
+
+
+def _without_titles(dtype: np.dtype) -> np.dtype:
+    names = dtype.names
+    if names is None:
+        return dtype
+    return np.dtype(
+        {
+            "names": list(names),
+            "formats": [dtype.fields[n][0] for n in names],
+            "offsets": [dtype.fields[n][1] for n in names],
+            "itemsize": dtype.itemsize,
+        }
+    )
+
+
+def _row_text(data: np.ndarray, end_times: np.ndarray, i: int) -> str:
+    return f"row {i} (time {int(data['time'][i])}, endtime {int(end_times[i])})"
+
+
+class Chunk:
+    """Rows of one data type for one run, covering the time range ``[start, end)``.
+
+    The public constructor validates every row (see the module docstring) and
+    raises :class:`~straxio.exceptions.ChunkError` when an invariant is broken.
+    A chunk is always truthy, even when it has no rows; use ``len(chunk)`` to
+    test for emptiness.
+
+    Parameters
+    ----------
+    data_type : str
+        Name of the data type, e.g. ``"peaks"``.
+    data_kind : str
+        Name of the data kind (data types of one kind have matching rows).
+    dtype : dtype-like
+        Expected dtype; ``data.dtype`` must equal it exactly, titles included.
+    run_id : str
+        The run the data belongs to.
+    start, end : int
+        Time range covered, ns; ``start <= end``.
+    data : numpy.ndarray
+        1-D structured array, sorted by time, rows inside ``[start, end]``.
+
+    Raises
+    ------
+    ChunkError
+        If any invariant does not hold.
+    """
+
+    __slots__ = ("_data", "_data_kind", "_data_type", "_dtype", "_end", "_run_id", "_start")
+
+    def __init__(
+        self,
+        *,
+        data_type: str,
+        data_kind: str,
+        dtype: Any,
+        run_id: str,
+        start: int,
+        end: int,
+        data: np.ndarray,
+    ) -> None:
+        for what, value in (("data_type", data_type), ("data_kind", data_kind), ("run_id", run_id)):
+            if not isinstance(value, str):
+                raise ChunkError(f"chunk {what} must be a str, got {type(value).__name__}")
+        where = f"chunk of {data_type!r} for run {run_id!r}"
+        start = _as_int(start, "start", data_type, run_id)
+        end = _as_int(end, "end", data_type, run_id)
+        if start > end:
+            raise ChunkError(f"{where}: start {start} is after end {end}")
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError as e:
+            raise ChunkError(f"{where}: invalid dtype {dtype!r}: {e}") from None
+        check_time_dtype(dtype, data_type)
+        if not isinstance(data, np.ndarray):
+            raise ChunkError(f"{where}: data must be a numpy array, got {type(data).__name__}")
+        if data.ndim != 1:
+            raise ChunkError(f"{where}: data must be 1-D, got shape {data.shape}")
+        if data.dtype != dtype:
+            if _without_titles(data.dtype) == _without_titles(dtype):
+                detail = " (only the field titles/descriptions differ)"
+            else:
+                detail = ""
+            raise ChunkError(
+                f"{where}: data has the wrong dtype{detail}: expected {dtype}, got {data.dtype}"
+            )
+        times, end_times = _time_columns(data)
+        code, row = _check_rows(times, end_times, start, end)
+        if code != _OK:
+            row = int(row)
+            text = _row_text(data, end_times, row)
+            if code == _UNSORTED:
+                problem = (
+                    f"rows are not sorted by time: {text} comes after a row with time "
+                    f"{int(times[row - 1])}"
+                )
+            elif code == _NEGATIVE_LENGTH:
+                problem = f"{text} ends before it starts"
+            elif code == _BEFORE_START:
+                problem = f"{text} starts before the chunk start {start}"
+            else:
+                problem = f"{text} ends after the chunk end {end}"
+            raise ChunkError(f"{where} covering [{start}, {end}): {problem}")
+        self._set(data_type, data_kind, dtype, run_id, start, end, data)
+
+    def _set(self, data_type, data_kind, dtype, run_id, start, end, data) -> None:
+        self._data_type = data_type
+        self._data_kind = data_kind
+        self._dtype = dtype
+        self._run_id = run_id
+        self._start = start
+        self._end = end
+        self._data = data
+
+    @classmethod
+    def _trusted(
+        cls,
+        *,
+        data_type: str,
+        data_kind: str,
+        dtype: Any,
+        run_id: str,
+        start: int,
+        end: int,
+        data: np.ndarray,
+    ) -> Chunk:
+        """Build a chunk without validation, for results known to be valid.
+
+        Only for internal use, e.g. after splitting or concatenating valid
+        chunks. The caller guarantees every invariant.
+        """
+        self = cls.__new__(cls)
+        self._set(data_type, data_kind, np.dtype(dtype), run_id, int(start), int(end), data)
+        return self
+
+    def __reduce__(self):
+        # Unpickling trusts the pickled chunk, which was valid when pickled.
+        return (
+            _rebuild,
+            (
+                self._data_type,
+                self._data_kind,
+                self._dtype,
+                self._run_id,
+                self._start,
+                self._end,
+                self._data,
+            ),
+        )
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def data(self) -> np.ndarray:
+        """numpy.ndarray: The rows."""
+        return self._data
+
+    @property
+    def dtype(self) -> np.dtype:
+        """numpy.dtype: The dtype of the rows."""
+        return self._dtype
+
+    @property
+    def data_type(self) -> str:
+        """str: Name of the data type."""
+        return self._data_type
+
+    @property
+    def data_kind(self) -> str:
+        """str: Name of the data kind."""
+        return self._data_kind
+
+    @property
+    def run_id(self) -> str:
+        """str: The run."""
+        return self._run_id
+
+    @property
+    def start(self) -> int:
+        """int: Start of the covered range (inclusive), ns."""
+        return self._start
+
+    @property
+    def end(self) -> int:
+        """int: End of the covered range (exclusive), ns."""
+        return self._end
+
+    @property
+    def duration(self) -> int:
+        """int: ``end - start``, ns."""
+        return self._end - self._start
+
+    @property
+    def nbytes(self) -> int:
+        """int: Size of the rows in bytes."""
+        return int(self._data.nbytes)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __bool__(self) -> bool:
+        # Without this an empty chunk would be falsy, and `if previous:` on a
+        # `Chunk | None` would treat an empty chunk like None.
+        return True
+
+    def __repr__(self) -> str:
+        return (
+            f"<Chunk {self._data_type} run={self._run_id} [{self._start}, {self._end}) "
+            f"{len(self._data)} rows {self.nbytes} bytes>"
+        )
+
+    # ------------------------------------------------------------------ operations
+
+    def _like(self, start: int, end: int, data: np.ndarray) -> Chunk:
+        return Chunk._trusted(
+            data_type=self._data_type,
+            data_kind=self._data_kind,
+            dtype=self._dtype,
+            run_id=self._run_id,
+            start=start,
+            end=end,
+            data=data,
+        )
+
+    def split(self, t: int, *, allow_early_split: bool = False) -> tuple[Chunk, Chunk]:
+        """Split into ``[start, t')`` and ``[t', end)``.
+
+        ``t`` is first clamped to ``[start, end]``. Rows with ``time < t'`` go
+        to the first part, the others to the second. ``t' == t`` unless a row
+        straddles ``t`` (``time < t < endtime``).
+
+        The parts' data are views of this chunk's data (no copy): they share
+        memory with it and with each other's base array.
+
+        Parameters
+        ----------
+        t : int
+            Requested split time, ns.
+        allow_early_split : bool, optional
+            If a row straddles ``t``: when true, split at the latest earlier
+            time ``t'`` at which no row straddles (possibly ``start``, leaving
+            the first part empty); when false (default), raise.
+
+        Returns
+        -------
+        tuple of Chunk
+            The two parts; ``first.end == second.start == t'``.
+
+        Raises
+        ------
+        CannotSplit
+            If a row straddles ``t`` and ``allow_early_split`` is false.
+        """
+        t = _as_int(t, "split time", self._data_type, self._run_id)
+        t = min(max(t, self._start), self._end)
+        times, end_times = _time_columns(self._data)
+        t_safe, n_first, straddler = _safe_split(times, end_times, t)
+        if straddler >= 0 and not allow_early_split:
+            raise CannotSplit(
+                f"cannot split chunk of {self._data_type!r} for run {self._run_id!r} covering "
+                f"[{self._start}, {self._end}) at {t}: "
+                f"{_row_text(self._data, end_times, int(straddler))} straddles it"
+            )
+        t_safe = int(t_safe)
+        n_first = int(n_first)
+        return (
+            self._like(self._start, t_safe, self._data[:n_first]),
+            self._like(t_safe, self._end, self._data[n_first:]),
+        )
+
+    @classmethod
+    def merge(cls, chunks: Sequence[Chunk], *, data_type: str | None = None) -> Chunk:
+        """Combine chunks of one data kind into one chunk with all their fields.
+
+        Parameters
+        ----------
+        chunks : sequence of Chunk
+            Chunks of the same data kind and run, covering the same range, with
+            the same number of rows, whose rows describe the same intervals.
+        data_type : str, optional
+            Data type of the result; defaults to the inputs' data types joined
+            with ``"+"`` in input order.
+
+        Returns
+        -------
+        Chunk
+            A chunk with dtype :func:`~straxio.dtypes.merged_dtype` of the
+            inputs' dtypes. Time fields come from the first chunk; any other
+            field comes from the first chunk that has it. The data are a new
+            array. A single input chunk is returned as is when ``data_type``
+            is None or equal to its data type.
+
+        Raises
+        ------
+        ChunkError
+            If there are no chunks, or they differ in data kind, run, range,
+            row count, a shared field's dtype, or the times of any row.
+        """
+        chunks = list(chunks)
+        if not chunks:
+            raise ChunkError("Chunk.merge needs at least one chunk")
+        if len(chunks) == 1 and data_type in (None, chunks[0].data_type):
+            return chunks[0]
+        first = chunks[0]
+        summary = ", ".join(
+            f"{c.data_type} (kind {c.data_kind}, run {c.run_id}, [{c.start}, {c.end}), "
+            f"{len(c)} rows)"
+            for c in chunks
+        )
+        for what in ("data_kind", "run_id", "start", "end"):
+            if any(getattr(c, what) != getattr(first, what) for c in chunks):
+                raise ChunkError(f"cannot merge chunks: their {what} must agree; got {summary}")
+        if any(len(c) != len(first) for c in chunks):
+            raise ChunkError(f"cannot merge chunks: their row counts must agree; got {summary}")
+        try:
+            dtype = merged_dtype([c.dtype for c in chunks])
+        except ChunkError as e:
+            raise ChunkError(f"cannot merge chunks {summary}: {e}") from None
+        first_time, first_end = _time_columns(first.data)
+        for c in chunks[1:]:
+            times, end_times = _time_columns(c.data)
+            row = int(_first_mismatch(first_time, first_end, times, end_times))
+            if row >= 0:
+                raise ChunkError(
+                    f"cannot merge chunks for run {first.run_id!r}: row {row} of "
+                    f"{first.data_type!r} (time {int(first_time[row])}, endtime "
+                    f"{int(first_end[row])}) and of {c.data_type!r} (time {int(times[row])}, "
+                    f"endtime {int(end_times[row])}) are not the same interval"
+                )
+        data = np.empty(len(first), dtype=dtype)
+        filled: set[str] = set()
+        for c in chunks:
+            for name in c.dtype.names:
+                if name in dtype.names and name not in filled:
+                    data[name] = c.data[name]
+                    filled.add(name)
+        return cls._trusted(
+            data_type="+".join(c.data_type for c in chunks) if data_type is None else data_type,
+            data_kind=first.data_kind,
+            dtype=dtype,
+            run_id=first.run_id,
+            start=first.start,
+            end=first.end,
+            data=data,
+        )
+
+    @classmethod
+    def concatenate(cls, chunks: Sequence[Chunk]) -> Chunk:
+        """Join consecutive chunks of one data type into one.
+
+        Parameters
+        ----------
+        chunks : sequence of Chunk
+            Chunks of the same data type, kind, dtype and run, each starting
+            exactly where the previous one ends.
+
+        Returns
+        -------
+        Chunk
+            Covering ``[chunks[0].start, chunks[-1].end)``. Its data are a new
+            array, except for a single input chunk, which is returned as is.
+
+        Raises
+        ------
+        ChunkError
+            If there are no chunks, they disagree, or two consecutive chunks
+            leave a gap or overlap.
+        """
+        chunks = list(chunks)
+        if not chunks:
+            raise ChunkError("Chunk.concatenate needs at least one chunk")
+        first = chunks[0]
+        if len(chunks) == 1:
+            return first
+        for prev, c in itertools.pairwise(chunks):
+            for what in ("data_type", "data_kind", "run_id", "dtype"):
+                if getattr(c, what) != getattr(first, what):
+                    raise ChunkError(
+                        f"cannot concatenate {c!r} to {first!r}: {what} differs "
+                        f"({getattr(first, what)} vs {getattr(c, what)})"
+                    )
+            if c.start != prev.end:
+                kind = "gap" if c.start > prev.end else "overlap"
+                raise ChunkError(
+                    f"cannot concatenate chunks of {first.data_type!r} for run "
+                    f"{first.run_id!r}: {kind} between [{prev.start}, {prev.end}) and "
+                    f"[{c.start}, {c.end})"
+                )
+        return first._like(first.start, chunks[-1].end, np.concatenate([c.data for c in chunks]))
+
+    @classmethod
+    def empty(
+        cls,
+        *,
+        data_type: str,
+        data_kind: str,
+        dtype: Any,
+        run_id: str,
+        start: int,
+        end: int,
+    ) -> Chunk:
+        """A chunk with no rows covering ``[start, end)``.
+
+        Parameters are as for :class:`Chunk` (without ``data``).
+
+        Returns
+        -------
+        Chunk
+        """
+        dtype = np.dtype(dtype)
+        return cls(
+            data_type=data_type,
+            data_kind=data_kind,
+            dtype=dtype,
+            run_id=run_id,
+            start=start,
+            end=end,
+            data=np.zeros(0, dtype=dtype),
+        )
+
+
+def _rebuild(data_type, data_kind, dtype, run_id, start, end, data) -> Chunk:
+    return Chunk._trusted(
+        data_type=data_type,
+        data_kind=data_kind,
+        dtype=dtype,
+        run_id=run_id,
+        start=start,
+        end=end,
+        data=data,
+    )
+
+
+def check_continuity(previous: Chunk | None, chunk: Chunk) -> None:
+    """Raise unless ``chunk`` directly follows ``previous`` in one stream.
+
+    Parameters
+    ----------
+    previous : Chunk or None
+        The chunk before, or None if ``chunk`` is the first.
+    chunk : Chunk
+
+    Raises
+    ------
+    ChunkError
+        If ``previous`` is not None and has another data type, another run,
+        or does not end exactly where ``chunk`` starts.
+    """
+    if previous is None:
+        return
+    if (
+        previous.data_type != chunk.data_type
+        or previous.run_id != chunk.run_id
+        or chunk.start != previous.end
+    ):
+        raise ChunkError(
+            f"chunk of {chunk.data_type!r} for run {chunk.run_id!r} covering "
+            f"[{chunk.start}, {chunk.end}) does not continue the previous chunk of "
+            f"{previous.data_type!r} for run {previous.run_id!r} covering "
+            f"[{previous.start}, {previous.end})"
+        )
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def _require_sorted(x: np.ndarray, what: str) -> np.ndarray:
+    times = _i64(x["time"])
+    i = int(_first_decrease(times))
+    if i >= 0:
+        raise ChunkError(
+            f"{what} must be sorted by time, but row {i} (time {int(times[i])}) comes after "
+            f"a row with time {int(times[i - 1])}"
+        )
+    return times
+
+
+def sort_by_time(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` sorted by time, as a new array.
+
+    Ties in time are broken by end time, then by original order (the sort is
+    stable).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Structured array with ``time`` and ``endtime`` (or ``length``/``dt``).
+
+    Returns
+    -------
+    numpy.ndarray
+        A sorted copy.
+    """
+    order = np.lexsort((endtime(x), x["time"]))
+    return x[order]
+
+
+def fully_contained_in(things: np.ndarray, containers: np.ndarray) -> np.ndarray:
+    """For each thing, the first container that fully contains it.
+
+    A container contains a thing if ``container.time <= thing.time`` and
+    ``thing.endtime <= container.endtime`` (a zero-length thing at a
+    container's end counts as contained).
+
+    Parameters
+    ----------
+    things : numpy.ndarray
+        Structured interval array, in any order.
+    containers : numpy.ndarray
+        Structured interval array sorted by time; may overlap.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 array of ``len(things)``: the lowest index of a containing
+        container, or -1. O(n log m).
+
+    Raises
+    ------
+    ChunkError
+        If ``containers`` is not sorted by time.
+    """
+    c_time = _require_sorted(containers, "containers")
+    t_time, t_end = _time_columns(things)
+    return _fully_contained_in(t_time, t_end, c_time, _i64(endtime(containers)))
+
+
+def split_by_containment(things: np.ndarray, containers: np.ndarray) -> list[np.ndarray]:
+    """The things fully contained in each container.
+
+    Containment is as in :func:`fully_contained_in`. A thing inside several
+    (overlapping) containers appears in each of their arrays.
+
+    Parameters
+    ----------
+    things : numpy.ndarray
+        Structured interval array sorted by time.
+    containers : numpy.ndarray
+        Structured interval array, in any order.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One array per container, rows in the things' order. The arrays are
+        views into one new array, never into ``things``.
+
+    Raises
+    ------
+    ChunkError
+        If ``things`` is not sorted by time.
+    """
+    t_time = _require_sorted(things, "things")
+    if len(containers) == 0:
+        # np.split with no split points would return one (empty) part.
+        return []
+    c_time, c_end = _time_columns(containers)
+    indices, counts = _contained_indices(t_time, _i64(endtime(things)), c_time, c_end)
+    return np.split(things[indices], np.cumsum(counts)[:-1])
+
+
+def touching_windows(things: np.ndarray, containers: np.ndarray, window: int = 0) -> np.ndarray:
+    """Index ranges of the things touching each (widened) container.
+
+    A thing touches a container if ``thing.endtime > container.time - window``
+    and ``thing.time < container.endtime + window``.
+
+    For each container the result ``[left, right)`` is:
+
+    * ``right``: the number of things with ``time < container.endtime + window``;
+    * ``left``: the index of the first touching thing, or ``right`` if none
+      touches.
+
+    So every touching thing lies in ``[left, right)`` and ``things[left]``
+    touches when the range is not empty, whatever the things' end times. If
+    the things' end times are non-decreasing (e.g. things do not overlap),
+    every thing in the range touches. Otherwise a thing inside the range may
+    not touch (a short thing after a long one); filter if that matters.
+
+    Parameters
+    ----------
+    things : numpy.ndarray
+        Structured interval array sorted by time.
+    containers : numpy.ndarray
+        Structured interval array, in any order.
+    window : int, optional
+        Widening of each container on both sides, ns.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 array of shape ``(len(containers), 2)``. O(n + m log n).
+
+    Raises
+    ------
+    ChunkError
+        If ``things`` is not sorted by time.
+    """
+    t_time = _require_sorted(things, "things")
+    c_time, c_end = _time_columns(containers)
+    window = operator.index(window)
+    return _touching_windows(t_time, _i64(endtime(things)), c_time, c_end, window)

@@ -1,0 +1,567 @@
+"""The context: registered plugins, config, planning, lineage, and the
+blocking and async helpers to get data.
+
+*What* to compute is plain data (:class:`Plan`, made by :meth:`Context.plan`);
+*how* to run it is the :class:`~straxio.processor.Processor`'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import difflib
+import hashlib
+import inspect
+import json
+import queue
+import threading
+import types
+import typing as ty
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from .chunk import Chunk
+from .exceptions import ConfigError, PlanError, PluginError
+from .plugin import Plugin
+from .processor import Processor
+
+__all__ = ["Context", "DataKey", "Plan", "PlanNode", "deterministic_hash"]
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+def _json_default(x):
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (set, frozenset)):
+        return sorted(x)
+    raise TypeError(f"{x!r} ({type(x).__name__}) cannot be part of a lineage")
+
+
+def canonical_json(thing) -> str:
+    """JSON with sorted keys, no whitespace, ASCII only; tuples become lists."""
+    return json.dumps(thing, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      default=_json_default)
+
+
+def deterministic_hash(thing, length: int = 10) -> str:
+    """The lineage hash. Frozen: changing it would orphan every stored key.
+
+    sha1 of :func:`canonical_json`, base32-encoded, lower case, first
+    ``length`` characters. Independent of PYTHONHASHSEED, dict order and
+    platform.
+    """
+    digest = hashlib.sha1(canonical_json(thing).encode("ascii")).digest()
+    return base64.b32encode(digest)[:length].decode("ascii").lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class DataKey:
+    """Identifies data: ``(run_id, data_type, lineage hash)``."""
+
+    run_id: str
+    data_type: str
+    lineage_hash: str
+    lineage: dict
+
+    def __str__(self):
+        return f"{self.run_id}-{self.data_type}-{self.lineage_hash}"
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanNode:
+    """One plugin in a plan, with everything needed to instantiate it."""
+
+    name: str
+    plugin_class: type[Plugin]
+    provides: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    config: dict[str, ty.Any]
+    input_dtypes: dict[str, np.dtype]
+    input_kinds: dict[str, str]
+    output_dtypes: dict[str, np.dtype]
+    output_kinds: dict[str, str]
+
+    @property
+    def is_source(self) -> bool:
+        return not self.depends_on
+
+    def bind(self, run_id: str) -> dict:
+        return dict(run_id=run_id, config=self.config, input_dtypes=self.input_dtypes,
+                    input_kinds=self.input_kinds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What to compute for some targets: plugins in dependency order."""
+
+    targets: tuple[str, ...]
+    nodes: dict[str, PlanNode]
+    producer: dict[str, str]  # data type -> node name
+    lineages: dict[str, dict]
+
+    @property
+    def data_types(self) -> list[str]:
+        return [d for n in self.nodes.values() for d in n.provides]
+
+    def lineage_hash(self, data_type: str) -> str:
+        return deterministic_hash(self.lineages[data_type])
+
+
+# --------------------------------------------------------------------------- context
+
+
+class Context:
+    """Registered plugins and config: the place users ask for data.
+
+    Parameters
+    ----------
+    storage
+        Where processed data is kept. ``None`` (the default) keeps nothing:
+        everything is computed from the sources.
+    config
+        Option values, one flat namespace for all plugins (as in strax).
+    register
+        Plugin classes to register right away.
+    processor_options
+        Defaults for :meth:`processor` (``max_workers``, ``max_chunks``,
+        ``max_bytes``, ``relax_bounds``, ...).
+
+    Example
+    -------
+    >>> ctx = Context(register=[Records, Peaks])          # doctest: +SKIP
+    >>> peaks = ctx.get_array("run_001", "peaks")         # doctest: +SKIP
+    """
+
+    def __init__(self, *, storage=None, config: Mapping[str, ty.Any] | None = None,
+                 register: Iterable[type[Plugin]] = (), **processor_options):
+        if storage is not None:
+            raise ConfigError(
+                f"storage={storage!r}: this version of straxio keeps no data; "
+                "pass storage=None (storage is the next milestone)")
+        self.storage = storage
+        self._providers: dict[str, list[type[Plugin]]] = {}
+        self.config: dict[str, ty.Any] = {}
+        self.processor_options = dict(processor_options)
+        for p in register:
+            self.register(p)
+        if config:
+            self.set_config(config)
+
+    # --------------------------------------------------------------- registry
+
+    def register(self, *plugins: type[Plugin], replace: bool = False) -> None:
+        """Register plugin classes.
+
+        A data type provided by two different registered classes is an error
+        when it is planned; ``replace=True`` makes the new class take over the
+        types it provides (the strax idiom of overriding a plugin).
+        """
+        for p in plugins:
+            if not (isinstance(p, type) and issubclass(p, Plugin)):
+                raise PluginError(f"register() takes Plugin subclasses, got {p!r}")
+            self._check_declaration(p)
+            for d in p.provides_tuple():
+                providers = self._providers.setdefault(d, [])
+                if replace:
+                    providers.clear()
+                if p not in providers:
+                    providers.append(p)
+
+    def register_all(self, module: types.ModuleType) -> None:
+        """Register every Plugin subclass defined in ``module`` that provides something."""
+        for x in vars(module).values():
+            if (isinstance(x, type) and issubclass(x, Plugin) and x.__module__ == module.__name__
+                    and (x.provides or x.depends_on)):
+                self.register(x)
+
+    @staticmethod
+    def _check_declaration(p: type[Plugin]):
+        name = p.__name__
+        if not p.provides_tuple() or any(not isinstance(d, str) for d in p.provides_tuple()):
+            raise PluginError(f"plugin {name}: provides must be a str or tuple of str")
+        if p.is_source():
+            if p.source is Plugin.source:
+                raise PluginError(f"plugin {name} has no depends_on, so it is a source, but it "
+                                  "defines no `async def source(self, run_id)`")
+        elif p.compute is Plugin.compute and p.iter is Plugin.iter:
+            raise PluginError(f"plugin {name} depends on {list(p.depends_on_tuple())} but "
+                              "defines no compute()")
+        if p.pool not in ("thread", "process"):
+            raise PluginError(f"plugin {name}: pool must be 'thread' or 'process', "
+                              f"got {p.pool!r}")
+        if p.pool == "process" and "<locals>" in p.__qualname__:
+            raise PluginError(f"plugin {name} runs in the process pool, so it must be importable "
+                              "by module path; define it at module level, not inside a function")
+
+    @property
+    def data_types(self) -> list[str]:
+        return sorted(self._providers)
+
+    def set_config(self, config: Mapping[str, ty.Any]) -> None:
+        """Update option values (checked against registered plugins at planning)."""
+        self.config.update(config)
+
+    def _all_options(self) -> dict[str, list[tuple[type[Plugin], ty.Any]]]:
+        out: dict[str, list] = {}
+        for providers in self._providers.values():
+            for p in providers:
+                for name, opt in p.options().items():
+                    if all(q is not p for q, _ in out.get(name, [])):
+                        out.setdefault(name, []).append((p, opt))
+        return out
+
+    # --------------------------------------------------------------- planning
+
+    def _provider(self, data_type: str, needed_by: str | None) -> type[Plugin]:
+        providers = self._providers.get(data_type)
+        if not providers:
+            close = difflib.get_close_matches(data_type, list(self._providers), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            by = f" (needed by {needed_by})" if needed_by else ""
+            raise PlanError(f"no registered plugin provides {data_type!r}{by}{hint}; "
+                            f"registered types: {sorted(self._providers)}")
+        if len(providers) > 1:
+            names = ", ".join(p.__name__ for p in providers)
+            raise PlanError(f"data type {data_type!r} is provided by several plugins ({names}); "
+                            "register only one, or use register(..., replace=True)")
+        return providers[0]
+
+    def plan(self, targets) -> Plan:
+        """Plan the computation of ``targets``: raises PlanError or ConfigError
+        for unknown targets, missing dependencies, cycles, duplicate providers
+        and bad config, before anything runs."""
+        targets = tuple([targets] if isinstance(targets, str) else targets)
+        if not targets:
+            raise PlanError("no targets given")
+        options = self._all_options()
+        for key in self.config:
+            if key not in options:
+                Plugin._check_config_key(key, options)
+
+        order: list[type[Plugin]] = []
+        state: dict[type[Plugin], str] = {}
+
+        def visit(cls: type[Plugin], path: list[str]):
+            if state.get(cls) == "done":
+                return
+            if state.get(cls) == "active":
+                cycle = [*path[path.index(cls.__name__):], cls.__name__]
+                raise PlanError(f"dependency cycle: {' -> '.join(cycle)}")
+            state[cls] = "active"
+            for d in cls.depends_on_tuple():
+                visit(self._provider(d, cls.__name__), [*path, cls.__name__])
+            state[cls] = "done"
+            order.append(cls)
+
+        for t in targets:
+            visit(self._provider(t, None), [])
+
+        nodes: dict[str, PlanNode] = {}
+        producer: dict[str, str] = {}
+        dtypes: dict[str, np.dtype] = {}
+        kinds: dict[str, str] = {}
+        lineages: dict[str, dict] = {}
+        for cls in order:
+            name = cls.__name__
+            if name in nodes:
+                raise PlanError(f"two plugin classes named {name} in one plan; rename one")
+            config = self._resolve_config(cls)
+            input_dtypes = {d: dtypes[d] for d in cls.depends_on_tuple()}
+            input_kinds = {d: kinds[d] for d in cls.depends_on_tuple()}
+            proto = cls()
+            proto._bind(run_id="", config=config, input_dtypes=input_dtypes,
+                        input_kinds=input_kinds)
+            self._check_inputs(cls, proto, input_kinds)
+            node = PlanNode(name=name, plugin_class=cls, provides=cls.provides_tuple(),
+                            depends_on=cls.depends_on_tuple(), config=config,
+                            input_dtypes=input_dtypes, input_kinds=input_kinds,
+                            output_dtypes=dict(proto.output_dtypes),
+                            output_kinds=dict(proto.output_kinds))
+            nodes[name] = node
+            tracked = {k: config[k] for k, o in cls.options().items() if o.track}
+            try:
+                canonical_json(tracked)
+            except TypeError as e:
+                raise ConfigError(f"plugin {name}: tracked option value {e}; use JSON-able "
+                                  "values (numbers, strings, lists, dicts) or track=False") from None
+            upstream: dict = {}
+            for d in cls.depends_on_tuple():
+                upstream.update(lineages[d])
+            for d in node.provides:
+                producer[d] = name
+                dtypes[d] = node.output_dtypes[d]
+                kinds[d] = node.output_kinds[d]
+                lineages[d] = {**upstream, d: [name, str(cls.__version__), tracked]}
+        return Plan(targets=targets, nodes=nodes, producer=producer, lineages=lineages)
+
+    def _check_inputs(self, cls, proto: Plugin, input_kinds: dict[str, str]):
+        name = cls.__name__
+        kinds = set(input_kinds.values())
+        params = cls.compute_parameters()
+        if cls.compute is not Plugin.compute and not any(
+                p.kind == p.VAR_KEYWORD
+                for p in inspect.signature(cls.compute).parameters.values()):
+            missing = kinds - params
+            if missing:
+                raise PluginError(
+                    f"plugin {name}: compute() must take one argument per input kind "
+                    f"{sorted(kinds)}; missing {sorted(missing)}")
+        if cls.containment or cls.base_kind is not None:
+            base = proto.base_kind_name()
+            if base not in kinds:
+                raise PluginError(f"plugin {name}: base_kind {base!r} is not one of its input "
+                                  f"kinds {sorted(kinds)}")
+
+    def _resolve_config(self, cls: type[Plugin]) -> dict[str, ty.Any]:
+        out = {}
+        for name, opt in cls.options().items():
+            if name in self.config:
+                value = self.config[name]
+            elif opt.required:
+                raise ConfigError(f"plugin {cls.__name__} needs option {name!r} "
+                                  f"({opt.help or 'no help given'}); set it with "
+                                  f"ctx.set_config({{{name!r}: ...}})")
+            else:
+                value = opt.default
+            opt.validate(value, plugin_name=cls.__name__)
+            out[name] = value
+        return out
+
+    # --------------------------------------------------------------- introspection
+
+    def key_for(self, run_id: str, target: str) -> DataKey:
+        """The key (run, type, lineage hash) under which ``target`` is identified."""
+        plan = self.plan(target)
+        return DataKey(run_id=run_id, data_type=target, lineage_hash=plan.lineage_hash(target),
+                       lineage=plan.lineages[target])
+
+    def lineage(self, target: str) -> dict:
+        return self.plan(target).lineages[target]
+
+    def show_config(self, target: str | None = None) -> list[dict]:
+        """Options of the plugins ``target`` needs (or of all registered plugins):
+        one dict per (option, plugin) with default, current value, type, help
+        and whether it is tracked."""
+        if target is not None:
+            classes = [n.plugin_class for n in self.plan(target).nodes.values()]
+        else:
+            classes = list(dict.fromkeys(p for ps in self._providers.values() for p in ps))
+        rows = []
+        for cls in classes:
+            for name, opt in cls.options().items():
+                rows.append(dict(
+                    option=name, plugin=cls.__name__,
+                    default=None if opt.required else opt.default,
+                    current=self.config.get(name, None if opt.required else opt.default),
+                    type=getattr(opt.type, "__name__", repr(opt.type)), tracked=opt.track,
+                    help=opt.help))
+        return rows
+
+    def data_info(self, data_type: str) -> list[dict]:
+        """Fields of ``data_type``: name, dtype and description (from the titles)."""
+        plan = self.plan(data_type)
+        dt = plan.nodes[plan.producer[data_type]].output_dtypes[data_type]
+        rows = []
+        for name in dt.names:
+            f = dt.fields[name]
+            rows.append(dict(field=name, dtype=str(f[0]), description=f[2] if len(f) > 2 else ""))
+        return rows
+
+    def dependency_tree(self, target: str) -> str:
+        """The plugins ``target`` depends on, as an indented text tree."""
+        plan = self.plan(target)
+        lines: list[str] = []
+
+        def draw(d: str, prefix: str, last: bool, top: bool):
+            node = plan.nodes[plan.producer[d]]
+            label = f"{d} ({node.name} {node.plugin_class.__version__}, kind " \
+                    f"{node.output_kinds[d]!r})"
+            lines.append(label if top else f"{prefix}{'└── ' if last else '├── '}{label}")
+            child_prefix = "" if top else prefix + ("    " if last else "│   ")
+            for i, dep in enumerate(node.depends_on):
+                draw(dep, child_prefix, i == len(node.depends_on) - 1, False)
+
+        draw(target, "", True, True)
+        return "\n".join(lines)
+
+    # --------------------------------------------------------------- running
+
+    def processor(self, targets, **options) -> Processor:
+        """A :class:`Processor` for ``targets``; use it as an async context manager."""
+        return Processor(self, targets, **{**self.processor_options, **options})
+
+    async def get_array_async(self, run_id: str, targets, **options) -> np.ndarray:
+        """Async twin of :meth:`get_array`."""
+        parts = []
+        async with self.processor(targets, **options) as proc:
+            async with proc.iter(run_id, targets) as chunks:
+                async for chunk in chunks:
+                    parts.append(chunk.data)
+        if not parts:
+            return np.zeros(0, dtype=self._output_dtype(targets))
+        return np.concatenate(parts)
+
+    def _output_dtype(self, targets) -> np.dtype:
+        targets = tuple([targets] if isinstance(targets, str) else targets)
+        plan = self.plan(targets)
+        from .dtypes import merged_dtype
+        dts = [plan.nodes[plan.producer[t]].output_dtypes[t] for t in targets]
+        return dts[0] if len(dts) == 1 else merged_dtype(dts)
+
+    async def iter_async(self, run_id: str, targets, **options) -> AsyncIterator[Chunk]:
+        """Async twin of :meth:`get_iter`: yields chunks; closing it stops the run."""
+        async with self.processor(targets, **options) as proc:
+            async with proc.iter(run_id, targets) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+    def get_array(self, run_id: str, targets, **options) -> np.ndarray:
+        """Compute ``targets`` for ``run_id`` and return one numpy array.
+
+        Several targets of the same kind come back merged column-wise. Blocks;
+        from inside a running event loop (Jupyter) it runs on a private loop in
+        a worker thread.
+        """
+        return _run_blocking(lambda: self.get_array_async(run_id, targets, **options))
+
+    def get_df(self, run_id: str, targets, **options):
+        """Like :meth:`get_array`, as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("get_df needs pandas: pip install pandas") from None
+        arr = self.get_array(run_id, targets, **options)
+        cols = {}
+        for name in arr.dtype.names:
+            if arr.dtype[name].shape:
+                continue  # a DataFrame column holds scalars; use get_array for these
+            cols[name] = arr[name]
+        return pd.DataFrame(cols)
+
+    def get_iter(self, run_id: str, targets, **options) -> Iterator[Chunk]:
+        """Yield chunks as they are computed, blocking between them.
+
+        The run goes on a private event loop in a worker thread, at most one
+        chunk ahead of the reader. Closing the generator early stops the run.
+        """
+        return _blocking_iter(lambda: self.iter_async(run_id, targets, **options))
+
+    def __repr__(self):
+        return f"<straxio.Context with {len(self._providers)} data types>"
+
+
+# --------------------------------------------------------------------------- blocking helpers
+
+
+def _new_loop():
+    import uvloop
+    return uvloop.new_event_loop()
+
+
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _run_blocking(make_coro):
+    if not _in_running_loop():
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            return runner.run(make_coro())
+    # Inside a running loop (Jupyter): a private loop in a worker thread.
+    result: dict = {}
+
+    def work():
+        try:
+            with asyncio.Runner(loop_factory=_new_loop) as runner:
+                result["value"] = runner.run(make_coro())
+        except BaseException as e:
+            result["error"] = e
+
+    t = threading.Thread(target=work, name="straxio-blocking")
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+_END = object()
+
+
+def _blocking_iter(make_agen):
+    """Drive an async generator on a private loop in a worker thread,
+    handing items over one at a time."""
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    loop_ready = threading.Event()
+    state: dict = {}
+
+    async def pump():
+        go = asyncio.Event()
+        state["loop"] = asyncio.get_running_loop()
+        state["go"] = go
+        loop_ready.set()
+        agen = make_agen()
+        try:
+            async for item in agen:
+                go.clear()
+                handoff.put(("item", item))
+                await go.wait()  # the reader asks for the next item
+                if state.get("stop"):
+                    break
+        except BaseException as e:
+            handoff.put(("error", e))
+            return
+        finally:
+            await agen.aclose()
+        handoff.put(("end", None))
+
+    def work():
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            runner.run(pump())
+
+    t = threading.Thread(target=work, name="straxio-iter")
+    t.start()
+    loop_ready.wait()
+
+    def ask_next(stop=False):
+        def _go():
+            state["stop"] = stop
+            state["go"].set()
+        try:
+            state["loop"].call_soon_threadsafe(_go)
+        except RuntimeError:
+            pass  # loop already finished
+
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "item":
+                yield value
+                ask_next()
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        ask_next(stop=True)
+        # Drain so the pump can finish, then wait for the thread.
+        while t.is_alive():
+            try:
+                handoff.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        t.join()

@@ -1,0 +1,698 @@
+"""Plugins: what to compute, declared with strax's names.
+
+A plugin class declares ``provides``, ``depends_on``, ``data_kind``, ``dtype``
+(or ``infer_dtype()``), ``__version__`` and typed options (:class:`Option`).
+Its ``compute`` is a plain function that the engine sends to an executor; it
+receives one read-only array per input *kind* for one common ``[start, end)``.
+
+Inside the engine every plugin runs as the async generator :meth:`Plugin.iter`
+over its synchronized inputs (:class:`Batch`), yielding output. The default
+``iter`` computes each batch once; subclasses override it to keep state between
+chunks or to choose their own output chunking. Sources (no ``depends_on``)
+implement ``async def source(self, run_id)`` and yield chunks.
+
+Special kinds, all vectorised (no per-row Python loop in the engine):
+
+- :class:`OverlapWindowPlugin`: output near a chunk end depends on data up to
+  ``get_window_size()`` ns later; the engine recomputes a margin so output does
+  not depend on chunking.
+- containment (``containment = True``): every non-base kind arrives as a
+  :class:`Contained` holding only rows fully inside some base row, plus the
+  index of that base row.
+- :class:`LoopPlugin`: containment with one output row per base row.
+- :class:`CutPlugin`: a boolean column, one row per input row.
+- :class:`MergeOnlyPlugin`: the columns of several same-kind types in one type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import typing as ty
+from collections.abc import AsyncIterator, Mapping
+
+import numpy as np
+
+from . import dtypes as _dtypes
+from .chunk import Chunk, fully_contained_in
+from .exceptions import ConfigError, PluginError
+
+__all__ = [
+    "Batch",
+    "Contained",
+    "CutPlugin",
+    "LoopPlugin",
+    "MergeOnlyPlugin",
+    "Option",
+    "OverlapWindowPlugin",
+    "Plugin",
+]
+
+_MISSING = object()
+
+
+class Option:
+    """A typed, documented configuration option of a plugin.
+
+    Declared at class level and read as ``self.<name>`` inside the plugin.
+    Config is one flat namespace per context (as in strax): every plugin that
+    declares an option of the same name sees the same value.
+
+    Parameters
+    ----------
+    default
+        Value when the context's config does not set it. Omit to make the
+        option required.
+    type
+        A type or tuple of types the value must be an instance of. Inferred
+        from ``default`` when omitted (``float`` options also accept ints).
+    help
+        One line saying what the option does; shown by ``show_config``.
+    track
+        Whether the value is part of the lineage (changes the data's key).
+
+    Example
+    -------
+    >>> class Records(Plugin):
+    ...     baseline_samples = Option(default=40, type=int, help="samples for the baseline")
+    """
+
+    def __init__(self, default: ty.Any = _MISSING, *, type: ty.Any = None, help: str = "",
+                 track: bool = True):
+        if type is None and default is not _MISSING and default is not None:
+            type = builtins_type(default)
+        self.default = default
+        self.type = type
+        self.help = help
+        self.track = track
+        self.name = ""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        try:
+            return instance.config[self.name]
+        except (AttributeError, KeyError):
+            raise PluginError(
+                f"option {self.name!r} of {owner.__name__} was read before the plugin was "
+                "configured; read options in setup() or compute(), not in __init__"
+            ) from None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+    def validate(self, value, *, plugin_name: str):
+        """Raise ConfigError if ``value`` does not fit this option's type."""
+        t = self.type
+        if t is None or value is None and self.default is None:
+            return
+        types = t if isinstance(t, tuple) else (t,)
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            return
+        ok = isinstance(value, types)
+        if ok and isinstance(value, bool) and bool not in types and int in types:
+            ok = False  # True is an int to Python, never to a physicist's "n_samples"
+        if not ok:
+            names = " or ".join(getattr(x, "__name__", str(x)) for x in types)
+            raise ConfigError(
+                f"option {self.name!r} of plugin {plugin_name} takes {names}, "
+                f"got {value!r} ({type_name(value)}); "
+                f"help: {self.help or 'no help given'}"
+            )
+
+    def __repr__(self):
+        return f"Option({self.name!r}, default={self.default!r}, type={self.type!r})"
+
+
+def builtins_type(value):
+    return type(value)
+
+
+def type_name(value) -> str:
+    return type(value).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class Contained:
+    """Rows of one kind that lie fully inside rows of the base kind.
+
+    What a containment (or loop) plugin's compute receives for every non-base
+    kind. Rows inside no base row are dropped; a row inside several overlapping
+    base rows belongs to the first of them.
+
+    Attributes
+    ----------
+    rows
+        The contained rows, sorted by time (read-only).
+    base_index
+        For each row, the index of its base row in the base array (int64).
+    n_base
+        Number of base rows, so that per-base reductions are one call:
+        ``np.bincount(c.base_index, weights=c.rows["area"], minlength=c.n_base)``.
+    """
+
+    rows: np.ndarray
+    base_index: np.ndarray
+    n_base: int
+
+    def counts(self) -> np.ndarray:
+        """Number of contained rows per base row."""
+        return np.bincount(self.base_index, minlength=self.n_base).astype(np.int64)
+
+    def offsets(self) -> np.ndarray:
+        """``rows[offsets[i]:offsets[i+1]]`` are the rows of base row ``i``
+        (valid because rows are sorted by time and base rows do not overlap;
+        with overlapping base rows use ``base_index``)."""
+        out = np.zeros(self.n_base + 1, dtype=np.int64)
+        np.cumsum(self.counts(), out=out[1:])
+        return out
+
+    def __len__(self):
+        return len(self.rows)
+
+
+@dataclasses.dataclass
+class Batch:
+    """One round of synchronized inputs: every input cut to ``[start, end)``.
+
+    Attributes
+    ----------
+    chunk_i
+        Index of this batch among the plugin's batches in the run (0, 1, ...).
+    start, end
+        The common range (int ns); no row of any input straddles either edge.
+    chunks
+        The input chunk per data type.
+    """
+
+    run_id: str
+    chunk_i: int
+    start: int
+    end: int
+    chunks: dict[str, Chunk]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.chunks.values())
+
+    def by_kind(self) -> dict[str, Chunk]:
+        """Same-kind inputs merged row for row, one chunk per kind."""
+        groups: dict[str, list[Chunk]] = {}
+        for c in self.chunks.values():
+            groups.setdefault(c.data_kind, []).append(c)
+        return {k: (cs[0] if len(cs) == 1 else Chunk.merge(cs)) for k, cs in groups.items()}
+
+    def split(self, t: int) -> tuple[Batch, Batch]:
+        """Cut every input at the latest time <= t where no input has a row
+        straddling; returns the parts before and after (same cut for all)."""
+        t = max(self.start, min(t, self.end))
+        while True:
+            t_new = t
+            for c in self.chunks.values():
+                t_new = min(t_new, c.split(t_new, allow_early_split=True)[0].end)
+            if t_new == t:
+                break
+            t = t_new
+        before, after = {}, {}
+        for name, c in self.chunks.items():
+            before[name], after[name] = c.split(t, allow_early_split=False)
+        return (Batch(self.run_id, self.chunk_i, self.start, t, before),
+                Batch(self.run_id, self.chunk_i, t, self.end, after))
+
+    @staticmethod
+    def concatenate(first: Batch, second: Batch) -> Batch:
+        chunks = {k: Chunk.concatenate([first.chunks[k], second.chunks[k]]) for k in first.chunks}
+        return Batch(second.run_id, second.chunk_i, first.start, second.end, chunks)
+
+
+class Plugin:
+    """Base class of every plugin.
+
+    Class attributes (strax's names)
+    --------------------------------
+    provides : str or tuple of str
+        Data type(s) this plugin produces.
+    depends_on : str or tuple of str
+        Input data types; empty for a source.
+    data_kind : str or dict
+        Kind of the output (dict per type for multi-output). Defaults to the
+        kind of the base input (a plain plugin keeps its input's rows), or to
+        ``provides`` for a source.
+    dtype : numpy dtype, or dict of dtypes per provided type
+        Output dtype(s); override :meth:`infer_dtype` to compute it.
+    __version__ : str
+        Bumped whenever the output changes for the same inputs and options.
+    parallel : bool
+        Keep several chunks in flight (only for stateless computes).
+    pool : "thread" or "process"
+        Which of the processor's pools runs ``compute``. Process-pool plugins
+        must be importable by module path; their compute gets options and
+        input arrays, nothing of the engine.
+    base_kind : str or None
+        The kind that drives containment; defaults to the first input's kind.
+    containment : bool
+        Ask for containment synchronization (see :class:`Contained`).
+    compute_inline : "auto", True or False
+        "auto" runs computes measured cheaper than a thread handoff on the loop.
+    """
+
+    provides: ty.ClassVar[str | tuple[str, ...]] = ()
+    depends_on: ty.ClassVar[str | tuple[str, ...]] = ()
+    data_kind: ty.ClassVar[str | dict[str, str] | None] = None
+    dtype: ty.ClassVar[ty.Any] = None
+    __version__: ty.ClassVar[str] = "0.0.0"
+    parallel: ty.ClassVar[bool] = False
+    max_in_flight: ty.ClassVar[int | None] = None
+    pool: ty.ClassVar[str] = "thread"
+    base_kind: ty.ClassVar[str | None] = None
+    containment: ty.ClassVar[bool] = False
+    compute_inline: ty.ClassVar[ty.Any] = "auto"
+
+    # Filled per run by the engine.
+    config: dict[str, ty.Any]
+    run_id: str
+
+    def __init__(self):
+        self.config = {}
+        self.run_id = ""
+        self.input_kinds: dict[str, str] = {}
+        self.input_dtypes: dict[str, np.dtype] = {}
+        self._compute_params: set[str] = set()
+        # Set by the processor: runs computes on its executors (see processor.py).
+        self._runner: ty.Any = None
+
+    # ---------------------------------------------------------------- class introspection
+
+    @classmethod
+    def provides_tuple(cls) -> tuple[str, ...]:
+        p = cls.provides
+        if isinstance(p, str):
+            return (p,)
+        if not p:
+            return (_camel_to_snake(cls.__name__),)
+        return tuple(p)
+
+    @classmethod
+    def depends_on_tuple(cls) -> tuple[str, ...]:
+        d = cls.depends_on
+        return (d,) if isinstance(d, str) else tuple(d)
+
+    @classmethod
+    def is_source(cls) -> bool:
+        return not cls.depends_on_tuple()
+
+    @classmethod
+    def multi_output(cls) -> bool:
+        return len(cls.provides_tuple()) > 1
+
+    @classmethod
+    def options(cls) -> dict[str, Option]:
+        out = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if isinstance(value, Option):
+                    out[name] = value
+        return out
+
+    @classmethod
+    def compute_parameters(cls) -> set[str]:
+        fn = cls.compute
+        return set(inspect.signature(fn).parameters) - {"self"}
+
+    # ---------------------------------------------------------------- per-run setup
+
+    def infer_dtype(self):
+        """Return the output dtype (or a dict per provided type).
+
+        The default returns the class attribute ``dtype``. Override to derive
+        it from options or from the inputs' dtypes (``self.input_dtypes``).
+        """
+        if self.dtype is None:
+            raise PluginError(
+                f"plugin {type(self).__name__} declares no dtype; set the class attribute "
+                "`dtype` or override `infer_dtype()`"
+            )
+        return self.dtype
+
+    def setup(self):
+        """Called once per run after options are set, before any compute."""
+
+    def dtype_for(self, data_type: str) -> np.dtype:
+        return self.output_dtypes[data_type]
+
+    def kind_for(self, data_type: str) -> str:
+        return self.output_kinds[data_type]
+
+    # ---------------------------------------------------------------- the user's code
+
+    def compute(self, **kwargs):
+        """Compute one batch. Receives one array per input kind (keyword =
+        kind name) and, if the signature names them, ``chunk_i``, ``start``
+        and ``end``. Returns an array, a dict of arrays per provided type, or
+        a Chunk."""
+        raise NotImplementedError(
+            f"plugin {type(self).__name__} must define compute() (or source() for a source)"
+        )
+
+    async def source(self, run_id: str) -> AsyncIterator[Chunk]:
+        """Async generator yielding the chunks of a source (no depends_on)."""
+        raise NotImplementedError(f"source plugin {type(self).__name__} must define source()")
+        yield  # pragma: no cover
+
+    def chunk(self, *, start: int, end: int, data, data_type: str | None = None) -> Chunk:
+        """Wrap ``data`` in a validated Chunk of this plugin's output."""
+        if data_type is None:
+            if self.multi_output():
+                raise PluginError(
+                    f"plugin {type(self).__name__} provides several types; "
+                    "pass data_type= to self.chunk()"
+                )
+            data_type = self.provides_tuple()[0]
+        return Chunk(data_type=data_type, data_kind=self.output_kinds[data_type],
+                     dtype=self.output_dtypes[data_type], run_id=self.run_id,
+                     start=int(start), end=int(end), data=data)
+
+    # ---------------------------------------------------------------- engine hooks
+
+    def compute_kwargs(self, batch: Batch) -> dict[str, ty.Any]:
+        """The keyword arguments of ``compute`` for one batch: one array per
+        kind (or :class:`Contained` for non-base kinds under containment)."""
+        kinds = batch.by_kind()
+        kwargs: dict[str, ty.Any] = {k: c.data for k, c in kinds.items()}
+        if self.containment:
+            base = kinds[self.base_kind_name()].data
+            for kind, chunk in kinds.items():
+                if kind == self.base_kind_name():
+                    continue
+                idx = fully_contained_in(chunk.data, base)
+                keep = idx >= 0
+                rows = chunk.data[keep]
+                rows.flags.writeable = False
+                kwargs[kind] = Contained(rows=rows, base_index=idx[keep], n_base=len(base))
+        params = self._compute_params
+        if "chunk_i" in params:
+            kwargs["chunk_i"] = batch.chunk_i
+        if "start" in params:
+            kwargs["start"] = batch.start
+        if "end" in params:
+            kwargs["end"] = batch.end
+        return kwargs
+
+    def base_kind_name(self) -> str:
+        if self.base_kind is not None:
+            return self.base_kind
+        return self.input_kinds[self.depends_on_tuple()[0]]
+
+    def postprocess(self, result, kwargs):
+        """Turn compute's return value into what the plugin outputs (hook for
+        the special plugin kinds)."""
+        return result
+
+    async def compute_batch(self, batch: Batch) -> dict[str, Chunk]:
+        """Run ``compute`` for one batch on the processor's executor and wrap
+        the result in validated chunks covering ``[batch.start, batch.end)``."""
+        if self._runner is None:
+            raise PluginError(f"plugin {type(self).__name__} used outside a processor")
+        kwargs = self.compute_kwargs(batch)
+        result = await self._runner.compute(self, kwargs, batch)
+        result = self.postprocess(result, kwargs)
+        return self.wrap_output(result, batch)
+
+    async def offload(self, fn, *args):
+        """Run ``fn(*args)`` on the processor's executor (for overridden
+        ``iter`` generators doing their own CPU work)."""
+        if self._runner is None:
+            raise PluginError(f"plugin {type(self).__name__} used outside a processor")
+        return await self._runner.call(fn, *args)
+
+    async def iter(self, batches: AsyncIterator[Batch]) -> AsyncIterator[ty.Any]:
+        """The plugin as an async generator over synchronized input batches.
+
+        Yields Chunks, or dicts of Chunks per provided type. Output chunks of
+        each type must be continuous and together cover the inputs' range.
+        Override to keep state between chunks (see the time-to-next-peak
+        example in :mod:`straxio.testing`).
+        """
+        async for batch in batches:
+            yield await self.compute_batch(batch)
+
+    def wrap_output(self, result, batch: Batch) -> dict[str, Chunk]:
+        """Validate compute output and make one Chunk per provided type."""
+        provides = self.provides_tuple()
+        if isinstance(result, Chunk):
+            result = {result.data_type: result}
+        elif not isinstance(result, Mapping):
+            if len(provides) > 1:
+                raise self.output_error(
+                    batch, f"compute returned {type_name(result)}; a plugin providing "
+                    f"{list(provides)} must return a dict with one array per type")
+            result = {provides[0]: result}
+        if set(result) != set(provides):
+            raise self.output_error(
+                batch, f"compute returned types {sorted(result)}, expected exactly "
+                f"{sorted(provides)}")
+        out = {}
+        for data_type, value in result.items():
+            if isinstance(value, Chunk):
+                out[data_type] = value
+                continue
+            if not isinstance(value, np.ndarray):
+                raise self.output_error(
+                    batch, f"compute returned {type_name(value)} for {data_type!r}; expected "
+                    "a numpy structured array")
+            expected = self.output_dtypes[data_type]
+            if value.dtype != expected:
+                raise self.output_error(batch, _dtype_mismatch(data_type, expected, value.dtype))
+            try:
+                out[data_type] = Chunk(data_type=data_type, data_kind=self.output_kinds[data_type],
+                                       dtype=expected, run_id=batch.run_id, start=batch.start,
+                                       end=batch.end, data=value)
+            except Exception as e:
+                raise self.output_error(batch, str(e)) from e
+        return out
+
+    def output_error(self, batch: Batch | None, message: str) -> PluginError:
+        where = "" if batch is None else (
+            f" for run {batch.run_id!r}, chunk {batch.chunk_i} [{batch.start}, {batch.end})")
+        return PluginError(f"plugin {type(self).__name__}{where}: {message}")
+
+    # ---------------------------------------------------------------- engine set-up
+
+    def _bind(self, *, run_id: str, config: Mapping[str, ty.Any],
+              input_dtypes: Mapping[str, ty.Any], input_kinds: Mapping[str, str]):
+        """Engine-only: bind options and inputs, infer dtypes. ``setup()`` is
+        called separately (once per run, or once per process-pool worker)."""
+        self._bind_args = dict(run_id=run_id, config=dict(config),
+                               input_dtypes=dict(input_dtypes), input_kinds=dict(input_kinds))
+        self.run_id = run_id
+        self.config = dict(config)
+        self.input_dtypes = {k: np.dtype(v) for k, v in input_dtypes.items()}
+        self.input_kinds = dict(input_kinds)
+        self._compute_params = self.compute_parameters()
+        self.output_kinds = self._output_kinds()
+        provides = self.provides_tuple()
+        raw = self.infer_dtype()
+        if isinstance(raw, Mapping):
+            if set(raw) != set(provides):
+                raise PluginError(
+                    f"plugin {type(self).__name__}: dtype dict has keys {sorted(raw)}, "
+                    f"expected {sorted(provides)}")
+            dts = {k: np.dtype(v) for k, v in raw.items()}
+        else:
+            if len(provides) > 1:
+                raise PluginError(
+                    f"plugin {type(self).__name__} provides {list(provides)}: dtype must be "
+                    "a dict with one dtype per provided type")
+            dts = {provides[0]: np.dtype(raw)}
+        for k, dt in dts.items():
+            try:
+                _dtypes.check_time_dtype(dt, k)
+            except Exception as e:
+                raise PluginError(f"plugin {type(self).__name__}: {e}") from None
+        self.output_dtypes = dts
+
+    def _output_kinds(self) -> dict[str, str]:
+        provides = self.provides_tuple()
+        dk = self.data_kind
+        if isinstance(dk, Mapping):
+            if set(dk) != set(provides):
+                raise PluginError(
+                    f"plugin {type(self).__name__}: data_kind dict has keys {sorted(dk)}, "
+                    f"expected {sorted(provides)}")
+            return dict(dk)
+        if dk is not None:
+            return {p: dk for p in provides}
+        if self.is_source() or self.multi_output():
+            return {p: p for p in provides}
+        return {p: self.base_kind_name() for p in provides}
+
+    @classmethod
+    def static_output_kinds(cls, input_kinds: Mapping[str, str]) -> dict[str, str]:
+        """Output kinds known before instantiation (used for planning)."""
+        obj = cls.__new__(cls)
+        Plugin.__init__(obj)
+        obj.input_kinds = dict(input_kinds)
+        return obj._output_kinds()
+
+    @classmethod
+    def _check_config_key(cls, key: str, valid: ty.Iterable[str]):
+        close = difflib.get_close_matches(key, list(valid), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"config key {key!r} is taken by no registered plugin{hint}")
+
+
+class OverlapWindowPlugin(Plugin):
+    """A plugin whose output near a time ``t`` depends on inputs within
+    ``get_window_size()`` ns of it.
+
+    The engine keeps about twice the window of inputs from the previous round,
+    recomputes, and publishes only results that can no longer change, so the
+    output is identical whatever the chunking. Outputs lag the inputs by about
+    two windows. Runs one chunk at a time.
+    """
+
+    def get_window_size(self) -> int:
+        raise NotImplementedError(
+            f"overlap-window plugin {type(self).__name__} must define get_window_size()")
+
+    async def iter(self, batches):
+        window = int(self.get_window_size())
+        if window < 0:
+            raise PluginError(f"plugin {type(self).__name__}: window size {window} < 0")
+        if self.multi_output():
+            raise PluginError(f"overlap-window plugin {type(self).__name__} must provide one type")
+        (out_type,) = self.provides_tuple()
+        cached_input: Batch | None = None
+        pending: Chunk | None = None  # computed but not yet final
+        sent_until: int | None = None
+        async for batch in batches:
+            if cached_input is not None:
+                batch = Batch.concatenate(cached_input, batch)
+            if sent_until is None:
+                sent_until = batch.start
+            result = (await self.compute_batch(batch))[out_type]
+            # Results before sent_until were published already (and must come out
+            # the same; if they straddle sent_until the plugin's window is wrong).
+            try:
+                _, result = result.split(sent_until, allow_early_split=False)
+                invalid_beyond = max(sent_until, batch.end - window - 1)
+                final, pending = result.split(invalid_beyond, allow_early_split=True)
+            except Exception as e:
+                raise self.output_error(
+                    batch, f"results changed near an earlier cut ({e}); is get_window_size() "
+                    "large enough for this compute?") from e
+            sent_until = final.end
+            yield {out_type: final}
+            keep_from = max(batch.start, sent_until - 2 * window - 1)
+            _, cached_input = batch.split(keep_from)
+        if pending is not None:
+            yield {out_type: pending}
+
+
+class LoopPlugin(Plugin):
+    """Containment with exactly one output row per base row.
+
+    ``compute`` receives the base rows and, for every other kind, a
+    :class:`Contained`; it returns an array with one row per base row. The
+    engine copies the base rows' time fields into the result, so a compute
+    only fills its own columns. Vectorise with ``np.bincount`` or
+    ``np.add.reduceat`` over ``base_index``/``offsets()``.
+    """
+
+    containment = True
+
+    def postprocess(self, result, kwargs):
+        base = kwargs[self.base_kind_name()]
+        if isinstance(result, np.ndarray):
+            if len(result) != len(base):
+                raise PluginError(
+                    f"loop plugin {type(self).__name__} returned {len(result)} rows for "
+                    f"{len(base)} base rows; a loop plugin returns one row per base row")
+            if not result.flags.writeable:
+                result = result.copy()
+            for f in ("time", "endtime", "length", "dt"):
+                if f in (result.dtype.names or ()) and f in base.dtype.names:
+                    result[f] = base[f]
+        return result
+
+
+class CutPlugin(Plugin):
+    """A boolean column per input row (strax's cut plugins).
+
+    Define ``cut_by(self, <kind>=array) -> bool array``; the output dtype is the
+    base kind's time fields plus one bool column named after ``provides`` (or
+    ``cut_name``), described by ``cut_description``.
+    """
+
+    cut_name: ty.ClassVar[str | None] = None
+    cut_description: ty.ClassVar[str] = ""
+
+    def _cut_field(self) -> str:
+        return self.cut_name or self.provides_tuple()[0]
+
+    def infer_dtype(self):
+        first = self.input_dtypes[self.depends_on_tuple()[0]]
+        fields = [(first.fields[n][2], n) if len(first.fields[n]) > 2 else n
+                  for n in ("time", "endtime", "length", "dt") if n in first.names]
+        out = [(f, first.fields[f if isinstance(f, str) else f[1]][0]) for f in fields]
+        out.append(((self.cut_description or f"cut {self._cut_field()}", self._cut_field()),
+                    np.bool_))
+        return np.dtype(out)
+
+    def cut_by(self, **kwargs) -> np.ndarray:
+        raise NotImplementedError(f"cut plugin {type(self).__name__} must define cut_by()")
+
+    def compute(self, **kwargs):
+        mask = np.asarray(self.cut_by(**kwargs))
+        base = kwargs[self.base_kind_name()]
+        if mask.shape != (len(base),):
+            raise PluginError(
+                f"cut plugin {type(self).__name__}: cut_by returned shape {mask.shape}, "
+                f"expected ({len(base)},) booleans")
+        out = np.zeros(len(base), dtype=self.output_dtypes[self.provides_tuple()[0]])
+        for f in out.dtype.names:
+            if f != self._cut_field():
+                out[f] = base[f]
+        out[self._cut_field()] = mask
+        return out
+
+    @classmethod
+    def compute_parameters(cls) -> set[str]:
+        return set(inspect.signature(cls.cut_by).parameters) - {"self"}
+
+
+class MergeOnlyPlugin(Plugin):
+    """Provides the columns of several same-kind inputs as one data type."""
+
+    def infer_dtype(self):
+        return _dtypes.merged_dtype([self.input_dtypes[d] for d in self.depends_on_tuple()])
+
+    def compute(self, **kwargs):
+        (arr,) = (v for k, v in kwargs.items() if k not in ("chunk_i", "start", "end"))
+        return np.array(arr, dtype=self.output_dtypes[self.provides_tuple()[0]])
+
+    compute_inline = True  # a column copy: cheaper than a thread handoff
+
+
+def _dtype_mismatch(data_type, expected: np.dtype, got: np.dtype) -> str:
+    if expected.names == got.names and all(
+        expected.fields[n][0] == got.fields[n][0] for n in expected.names
+    ):
+        return (f"output {data_type!r} has the right fields but different field titles "
+                f"(descriptions); build it with np.zeros(n, dtype=self.dtype_for({data_type!r}))")
+    return (f"output {data_type!r} has dtype {got}, expected {expected}; build it with "
+            f"np.zeros(n, dtype=self.dtype_for({data_type!r}))")
+
+
+def _camel_to_snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)

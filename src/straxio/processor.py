@@ -1,0 +1,938 @@
+"""The processor: runs a plan on the caller's event loop.
+
+Scheduling policy
+-----------------
+A :class:`Processor` owns the executors (a thread pool, and a process pool
+created when a plugin asks for one) and a cache of plans; it lives across
+many runs. Each run gets its own mailboxes, one task per source, plugin and
+sink, all inside one :class:`asyncio.TaskGroup`, a monitor that detects
+stalls, and its statistics. A run that fails or is cancelled touches no other
+run on the same processor.
+
+Work is pulled: a producer runs ahead of its slowest reader only up to its
+mailbox's budget. A plugin task awaits synchronized inputs, hands ``compute``
+to the executor (``executor.submit`` wrapped by ``asyncio.wrap_future``, which
+is what ``loop.run_in_executor`` does, but keeping the concurrent future so a
+cancelled run can wait for a kernel that is already running), and publishes
+its output in chunk order. Computes measured cheaper than a thread handoff run
+inline on the loop. A parallel plugin keeps several computes in flight and
+still publishes in order; a stateful one runs one chunk at a time.
+
+Failure: the first exception of any task cancels every other task of the run;
+``run()`` raises that exception itself (same object, same type) with notes
+naming plugin, data type, run and chunk; failures that happened at the same
+time are listed in its notes. Kernels already running are awaited (threads
+cannot be killed), so when ``run()`` returns or raises, no task of the run is
+left and the pools have nothing of it in flight.
+
+Stalls are detected from state, never from a timer: when every task of a run
+waits on a mailbox, nothing of the run is in an executor, sources are not
+awaiting their own IO and no outside reader is busy elsewhere, the monitor
+first relaxes the bound of mailboxes whose producer waits for room (the way
+out of a diamond whose branches chunk differently) and, if there is none or
+relaxing is disabled, fails the run with :class:`PipelineStalled`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+import traceback
+import typing as ty
+from collections import deque
+
+import numpy as np
+
+from .chunk import Chunk, check_continuity
+from .exceptions import PipelineStalled, PluginError, RemoteError, StraxioError
+from .mailbox import Cursor, Mailbox, MailboxStatistics
+from .plugin import Batch, Plugin
+from .sync import Synchronizer
+
+if ty.TYPE_CHECKING:
+    from .context import Plan
+
+__all__ = ["ComponentStatistics", "Processor", "ProcessorStatistics", "RunStatistics"]
+
+log = logging.getLogger(__name__)
+
+#: A compute whose measured mean is below this runs inline on the loop: a
+#: thread handoff costs tens of microseconds, so offloading would cost more.
+INLINE_BELOW_SECONDS = 30e-6
+#: Computes measured in the executor before "auto" may decide to run inline.
+INLINE_PROBES = 8
+
+_NOTE = "straxio: "
+
+
+def _note_once(exc: BaseException, text: str) -> None:
+    notes = getattr(exc, "__notes__", ())
+    if not any(n.startswith(_NOTE) for n in notes):
+        exc.add_note(_NOTE + text)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentStatistics:
+    """What one task of a run did."""
+
+    name: str
+    kind: str  # "source", "plugin", "sink", "merge"
+    provides: tuple[str, ...]
+    chunks_in: int
+    bytes_in: int
+    chunks_out: int
+    bytes_out: int
+    compute_calls: int
+    inline_calls: int
+    compute_seconds: float
+    #: largest number of bytes the input synchronizer held between rounds
+    peak_held_bytes: int
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_in / 1e6 / self.compute_seconds if self.compute_seconds else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStatistics:
+    """Per-plugin and per-mailbox statistics of one run."""
+
+    run_id: str
+    components: dict[str, ComponentStatistics]
+    mailboxes: dict[str, MailboxStatistics]
+    seconds: float
+    finished: bool
+
+    @property
+    def memory_beyond_budgets(self) -> int:
+        """Peak bytes held beyond mailbox budgets plus bytes held by synchronizers."""
+        return (sum(m.peak_over_budget_bytes for m in self.mailboxes.values())
+                + sum(c.peak_held_bytes for c in self.components.values()))
+
+    def __str__(self):
+        lines = [f"run {self.run_id!r}: {self.seconds:.3f} s"]
+        for c in self.components.values():
+            lines.append(
+                f"  {c.name:<28} in {c.chunks_in:>5} chunks {c.bytes_in / 1e6:9.2f} MB  "
+                f"out {c.chunks_out:>5} chunks {c.bytes_out / 1e6:9.2f} MB  "
+                f"compute {c.compute_calls:>5} calls {c.compute_seconds:8.3f} s")
+        lines.extend(f"  mailbox {m}" for m in self.mailboxes.values())
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessorStatistics:
+    """What a processor holds: pools, work in flight, runs."""
+
+    thread_workers: int
+    process_workers: int
+    thread_jobs_in_flight: int
+    process_jobs_in_flight: int
+    active_runs: tuple[str, ...]
+    closed: bool
+
+
+class _Counters:
+    def __init__(self, name, kind, provides):
+        self.name, self.kind, self.provides = name, kind, tuple(provides)
+        self.chunks_in = self.bytes_in = self.chunks_out = self.bytes_out = 0
+        self.compute_calls = self.inline_calls = 0
+        self.compute_seconds = 0.0
+        self.sync: Synchronizer | None = None
+        # inline decision for "auto"
+        self.probe_seconds = 0.0
+        self.probes = 0
+        self.inline = False
+
+    def freeze(self) -> ComponentStatistics:
+        if self.sync is not None:
+            self.chunks_in, self.bytes_in = self.sync.chunks_in, self.sync.bytes_in
+        return ComponentStatistics(
+            name=self.name, kind=self.kind, provides=self.provides, chunks_in=self.chunks_in,
+            bytes_in=self.bytes_in, chunks_out=self.chunks_out, bytes_out=self.bytes_out,
+            compute_calls=self.compute_calls, inline_calls=self.inline_calls,
+            compute_seconds=self.compute_seconds,
+            peak_held_bytes=self.sync.peak_held_bytes if self.sync else 0)
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def _timed_compute(plugin: Plugin, kwargs: dict):
+    t0 = time.perf_counter()
+    result = plugin.compute(**kwargs)
+    return result, time.perf_counter() - t0
+
+
+# Per worker process: configured plugin instances, keyed by what configures them.
+_WORKER_PLUGINS: dict[bytes, Plugin] = {}
+
+
+def _remote_compute(cls: type[Plugin], bind: dict, kwargs: dict):
+    """Runs in a process-pool worker: only the plugin class (by reference),
+    its options and the input arrays crossed the boundary."""
+    key = pickle.dumps((cls, bind))
+    plugin = _WORKER_PLUGINS.get(key)
+    if plugin is None:
+        plugin = cls()
+        plugin._bind(**bind)
+        plugin.setup()
+        _WORKER_PLUGINS[key] = plugin
+    t0 = time.perf_counter()
+    try:
+        result = plugin.compute(**kwargs)
+    except BaseException as e:
+        try:
+            pickle.loads(pickle.dumps(e))
+        except Exception:
+            tb = "".join(traceback.format_exception(e))
+            raise RemoteError(f"{type(e).__module__}.{type(e).__qualname__}", str(e),
+                              tb) from None
+        raise
+    return result, time.perf_counter() - t0
+
+
+class _Job:
+    """One compute submitted to a pool, awaited or settled by its owner."""
+
+    def __init__(self, run: _Run, cf: concurrent.futures.Future):
+        self.run = run
+        self.cf = cf
+        self.fut = asyncio.wrap_future(cf)
+
+    async def result(self):
+        try:
+            return await self.fut
+        except asyncio.CancelledError:
+            await self.settle()
+            raise
+
+    async def settle(self):
+        """Cancel if not started; otherwise wait for the kernel to finish (it
+        still uses its inputs and a worker). Cancellation while waiting is
+        held back until the kernel is done, bounded by one chunk's compute."""
+        cf = self.cf
+        if cf.done() or cf.cancel():
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def _set(_):
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        cf.add_done_callback(_set)
+        cancelled = False
+        while not done.done():
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+
+
+class _ComputeRunner:
+    """What a plugin instance calls to run its compute (see Plugin.compute_batch)."""
+
+    def __init__(self, run: _Run, node_name: str, counters: _Counters):
+        self.run = run
+        self.node_name = node_name
+        self.counters = counters
+
+    def _describe(self, plugin: Plugin, batch: Batch) -> str:
+        return (f"in plugin {type(plugin).__name__} computing "
+                f"{', '.join(plugin.provides_tuple())} for run {batch.run_id!r}, "
+                f"chunk {batch.chunk_i} [{batch.start}, {batch.end})")
+
+    def _should_inline(self, plugin: Plugin) -> bool:
+        mode = plugin.compute_inline
+        if plugin.pool == "process" or plugin.parallel:
+            return False
+        if mode is True:
+            return True
+        if mode is False:
+            return False
+        return self.counters.inline
+
+    def _record(self, seconds: float, inline: bool):
+        c = self.counters
+        c.compute_calls += 1
+        c.compute_seconds += seconds
+        if inline:
+            c.inline_calls += 1
+        elif c.probes < INLINE_PROBES:
+            c.probes += 1
+            c.probe_seconds += seconds
+            if c.probes == INLINE_PROBES:
+                c.inline = c.probe_seconds / c.probes < INLINE_BELOW_SECONDS
+
+    def submit(self, plugin: Plugin, kwargs: dict) -> _Job:
+        return self.run.submit(plugin, kwargs)
+
+    async def compute(self, plugin: Plugin, kwargs: dict, batch: Batch):
+        try:
+            if self._should_inline(plugin):
+                result, seconds = _timed_compute(plugin, kwargs)
+                self._record(seconds, True)
+                return result
+            job = self.submit(plugin, kwargs)
+            result, seconds = await job.result()
+            self._record(seconds, False)
+            return result
+        except Exception as e:
+            _note_once(e, self._describe(plugin, batch))
+            raise
+
+    async def call(self, fn, *args):
+        job = _Job(self.run, self.run.processor._submit_thread(self.run, fn, *args))
+        return await job.result()
+
+
+# --------------------------------------------------------------------------- monitor
+
+
+class _Monitor:
+    """Knows, per run, which task waits on which mailbox; detects stalls."""
+
+    def __init__(self, run: _Run, relax: bool):
+        self.run = run
+        self.relax = relax
+        self.tasks: set[asyncio.Task] = set()
+        self.external: list[Cursor] = []
+        self.blocked: dict[ty.Any, tuple[Mailbox, str, asyncio.Future]] = {}
+        self.in_executor = 0
+        self._scheduled = False
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()  # the watchdog awaits it
+        self.relaxations = 0
+
+    def add_task(self, task: asyncio.Task):
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task):
+        self.tasks.discard(task)
+        self.blocked.pop(task, None)
+        if not self.tasks and not self.done.done():
+            self.done.set_result(None)
+        else:
+            self.schedule()
+
+    def block(self, key, mailbox, op, fut):
+        self.blocked[key] = (mailbox, op, fut)
+        self.schedule()
+
+    def unblock(self, key):
+        self.blocked.pop(key, None)
+
+    def job_started(self):
+        self.in_executor += 1
+
+    def job_finished(self):
+        self.in_executor -= 1
+        if self.in_executor == 0:
+            self.schedule()
+
+    def schedule(self):
+        # Deferred by one loop iteration so that wake-ups already decided in
+        # this iteration (a future set by a put) are seen as progress.
+        if not self._scheduled and not self.done.done():
+            self._scheduled = True
+            self.loop.call_soon(self._check)
+
+    def _is_blocked(self, key) -> bool:
+        b = self.blocked.get(key)
+        return b is not None and not b[2].done()
+
+    def _check(self):
+        self._scheduled = False
+        if self.done.done() or self.in_executor or not self.tasks:
+            return
+        if not all(self._is_blocked(t) for t in self.tasks):
+            return
+        for c in self.external:
+            if not c.detached and not self._is_blocked(c):
+                return  # the caller holds the iterator: it is the one being waited for
+        putters = {id(mb): mb for mb, op, fut in self.blocked.values()
+                   if op == "put" and not fut.done()}
+        if self.relax and putters:
+            for mb in putters.values():
+                log.debug("run %s: relaxing the bound of mailbox %s", self.run.run_id,
+                          mb.data_type)
+                mb.relax()
+                self.relaxations += 1
+            return
+        waits = []
+        for key, (mb, op, fut) in self.blocked.items():
+            if fut.done():
+                continue
+            who = key.get_name() if isinstance(key, asyncio.Task) else f"caller ({key.name})"
+            waits.append(f"{who} waits to {op} {mb.data_type!r}")
+        stats = {n: mb.statistics() for n, mb in self.run.mailboxes.items()}
+        msg = (f"run {self.run.run_id!r} stalled: every task waits on a mailbox and nothing "
+               "computes.\n  " + "\n  ".join(sorted(waits)) + "\nmailboxes:\n  "
+               + "\n  ".join(str(s) for s in stats.values())
+               + ("" if self.relax else "\n(bound relaxation is disabled for this processor)"))
+        self.done.set_exception(PipelineStalled(msg, stats))
+
+
+# --------------------------------------------------------------------------- one run
+
+
+class _Run:
+    """Everything that belongs to one run: mailboxes, tasks, monitor, statistics."""
+
+    def __init__(self, processor: Processor, plan: Plan, run_id: str, *,
+                 iter_targets: tuple[str, ...] | None):
+        self.processor = processor
+        self.plan = plan
+        self.run_id = run_id
+        self.iter_targets = iter_targets
+        self.failures: list[tuple[BaseException, str]] = []
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.counters: dict[str, _Counters] = {}
+        self.output: ChunkStream | None = None
+        self._stop_reason: str | None = None
+        self._t0 = time.perf_counter()
+        self._finished = False
+        self.monitor: _Monitor | None = None
+
+    # --------------------------------------------------------------- building
+
+    def _build(self):
+        p = self.processor
+        self.monitor = _Monitor(self, relax=p.relax_bounds)
+        plan = self.plan
+        for dt in plan.data_types:
+            self.mailboxes[dt] = Mailbox(dt, max_chunks=p.max_chunks, max_bytes=p.max_bytes,
+                                         monitor=self.monitor)
+        self.plugins: dict[str, Plugin] = {}
+        self.cursors: dict[str, dict[str, Cursor]] = {}
+        for node in plan.nodes.values():
+            plugin = node.plugin_class()
+            plugin._bind(**node.bind(self.run_id))
+            try:
+                plugin.setup()
+            except Exception as e:
+                _note_once(e, f"in setup() of plugin {node.name} for run {self.run_id!r}")
+                raise
+            counters = _Counters(node.name, "source" if node.is_source else "plugin",
+                                 node.provides)
+            plugin._runner = _ComputeRunner(self, node.name, counters)
+            self.plugins[node.name] = plugin
+            self.counters[node.name] = counters
+            self.cursors[node.name] = {
+                d: self.mailboxes[d].subscribe(node.name) for d in node.depends_on}
+        self.sinks: dict[str, dict[str, Cursor]] = {}
+        if self.iter_targets is None:
+            for t in plan.targets:
+                name = f"sink:{t}"
+                self.sinks[name] = {t: self.mailboxes[t].subscribe(name)}
+                self.counters[name] = _Counters(name, "sink", ())
+        elif len(self.iter_targets) == 1:
+            (t,) = self.iter_targets
+            cursor = self.mailboxes[t].subscribe("caller", external=True)
+            self.monitor.external.append(cursor)
+            self.output = ChunkStream(self, cursor)
+        else:
+            merged = "+".join(self.iter_targets)
+            self.mailboxes[merged] = Mailbox(merged, max_chunks=p.max_chunks,
+                                             max_bytes=p.max_bytes, monitor=self.monitor)
+            self.sinks[f"merge:{merged}"] = {
+                t: self.mailboxes[t].subscribe(f"merge:{merged}") for t in self.iter_targets}
+            self.counters[f"merge:{merged}"] = _Counters(f"merge:{merged}", "merge", (merged,))
+            cursor = self.mailboxes[merged].subscribe("caller", external=True)
+            self.monitor.external.append(cursor)
+            self.output = ChunkStream(self, cursor)
+
+    # --------------------------------------------------------------- executing
+
+    def submit(self, plugin: Plugin, kwargs: dict) -> _Job:
+        p = self.processor
+        if plugin.pool == "process":
+            cf = p._submit_process(self, _remote_compute, type(plugin), plugin._bind_args,
+                                   kwargs)
+        else:
+            cf = p._submit_thread(self, _timed_compute, plugin, kwargs)
+        return _Job(self, cf)
+
+    async def execute(self) -> RunStatistics:
+        """Run every task of this run in one TaskGroup; raise the first failure."""
+        task = asyncio.current_task()
+        assert task is not None
+        baseline = task.cancelling()
+        self.processor._runs.add(self)
+        group_error: BaseException | None = None
+        try:
+            if self.monitor is None:
+                self._build()
+            assert self.monitor is not None
+            async with asyncio.TaskGroup() as tg:
+                for name, node in self.plan.nodes.items():
+                    coro = (self._source(node, self.plugins[name]) if node.is_source
+                            else self._plugin(node, self.plugins[name]))
+                    self._spawn(tg, name, coro)
+                for name, cursors in self.sinks.items():
+                    coro = (self._sink(name, cursors) if name.startswith("sink:")
+                            else self._merge(name, cursors))
+                    self._spawn(tg, name, coro)
+                if not self.monitor.tasks and not self.monitor.done.done():
+                    self.monitor.done.set_result(None)  # stopped before it started
+                tg.create_task(self._watchdog(), name=f"straxio:{self.run_id}:watchdog")
+        except BaseExceptionGroup as eg:
+            group_error = eg
+        finally:
+            self.processor._runs.discard(self)
+            self._finished = group_error is None and self._stop_reason is None
+        if group_error is not None:
+            first = self._first_failure(group_error)
+            # Python 3.11/3.12 TaskGroup: an outside cancel() that arrives while a
+            # child fails is swallowed in favour of the child's error. The caller
+            # asked to cancel, so honour that.
+            if task.cancelling() > baseline:
+                raise asyncio.CancelledError from first
+            raise first
+        if self._stop_reason == "closed":
+            raise StraxioError(f"run {self.run_id!r} was stopped: its processor was closed")
+        return self.statistics()
+
+    def _first_failure(self, eg: BaseExceptionGroup) -> BaseException:
+        if self.failures:
+            first, _ = self.failures[0]
+            for other, where in self.failures[1:]:
+                if other is not first:
+                    first.add_note(f"{_NOTE}at the same time, {where} failed with "
+                                   f"{type(other).__name__}: {other}")
+            return first
+        leaves = list(_leaves(eg))
+        return leaves[0] if leaves else eg
+
+    def _spawn(self, tg: asyncio.TaskGroup, name: str, coro):
+        if self._stop_reason is not None:
+            coro.close()
+            return
+        task = tg.create_task(self._guard(name, coro), name=f"straxio:{self.run_id}:{name}")
+        self.monitor.add_task(task)
+
+    async def _guard(self, name: str, coro):
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            node = self.plan.nodes.get(name)
+            where = (f"plugin {node.plugin_class.__name__} ({', '.join(node.provides)}) "
+                     f"for run {self.run_id!r}" if node else f"{name} for run {self.run_id!r}")
+            _note_once(e, f"in {where}")
+            self._fail(e, where)
+            raise
+
+    def _fail(self, exc: BaseException, where: str):
+        self.failures.append((exc, where))
+        if len(self.failures) == 1 and self.output is not None:
+            self.output.cursor.mailbox.fail(exc)
+
+    async def _watchdog(self):
+        try:
+            await self.monitor.done
+        except PipelineStalled as e:
+            self._fail(e, "the stall detector")
+            raise
+
+    async def _publish(self, name: str, plugin: Plugin | None, out, prev: dict,
+                       counters: _Counters):
+        if isinstance(out, Chunk):
+            out = {out.data_type: out}
+        if not isinstance(out, dict):
+            raise PluginError(f"{name} for run {self.run_id!r} yielded "
+                              f"{type(out).__name__}; yield a Chunk or a dict of Chunks")
+        node = self.plan.nodes.get(name)
+        for data_type, chunk in out.items():
+            if node is not None and data_type not in node.provides:
+                raise PluginError(f"plugin {name} yielded data type {data_type!r}, "
+                                  f"which it does not provide ({list(node.provides)})")
+            if plugin is not None:
+                want = plugin.output_dtypes[data_type]
+                if chunk.dtype != want or chunk.run_id != self.run_id or \
+                        chunk.data_kind != plugin.output_kinds[data_type]:
+                    raise PluginError(
+                        f"plugin {name} for run {self.run_id!r}: output chunk {chunk!r} "
+                        f"does not match its declaration (dtype {want}, "
+                        f"kind {plugin.output_kinds[data_type]!r}, run {self.run_id!r})")
+            try:
+                check_continuity(prev.get(data_type), chunk)
+            except StraxioError as e:
+                raise PluginError(f"plugin {name} for run {self.run_id!r}, output chunk "
+                                  f"{counters.chunks_out}: {e}") from e
+            prev[data_type] = chunk
+            counters.chunks_out += 1
+            counters.bytes_out += chunk.nbytes
+            await self.mailboxes[data_type].put(chunk)
+
+    async def _source(self, node, plugin: Plugin):
+        counters = self.counters[node.name]
+        prev: dict[str, Chunk] = {}
+        agen = plugin.source(self.run_id)
+        try:
+            async for out in agen:
+                await self._publish(node.name, plugin, out, prev, counters)
+        finally:
+            await agen.aclose()
+        self._close_outputs(node, plugin, prev, None)
+
+    async def _plugin(self, node, plugin: Plugin):
+        counters = self.counters[node.name]
+        sync = Synchronizer(self.run_id, self.cursors[node.name], node.name)
+        counters.sync = sync
+        if plugin.parallel and type(plugin).iter is Plugin.iter:
+            agen = self._parallel(plugin, sync, counters)
+        else:
+            agen = plugin.iter(sync.__aiter__())
+        prev: dict[str, Chunk] = {}
+        try:
+            async for out in agen:
+                await self._publish(node.name, plugin, out, prev, counters)
+        finally:
+            await agen.aclose()
+        self._close_outputs(node, plugin, prev, sync)
+
+    def _close_outputs(self, node, plugin, prev: dict, sync: Synchronizer | None):
+        for dt in node.provides:
+            last = prev.get(dt)
+            if sync is not None and sync.batches:
+                first_start, last_end = sync.first_start, sync.last_end
+                if last is None or last.end != last_end:
+                    got = "no output" if last is None else f"output up to {last.end}"
+                    raise PluginError(
+                        f"plugin {node.name} for run {self.run_id!r} gave {got} for {dt!r} "
+                        f"but its inputs covered [{first_start}, {last_end}); output must "
+                        "cover the inputs' range (flush held rows when the inputs end)")
+            self.mailboxes[dt].close()
+
+    async def _parallel(self, plugin: Plugin, batches, counters: _Counters):
+        """Several computes in flight; results yielded in chunk order."""
+        runner: _ComputeRunner = plugin._runner
+        limit = plugin.max_in_flight or self.processor.max_workers
+        pending: deque[tuple[Batch, dict, _Job]] = deque()
+
+        async def finish(batch, kwargs, job):
+            try:
+                result, seconds = await job.result()
+            except Exception as e:
+                _note_once(e, runner._describe(plugin, batch))
+                raise
+            runner._record(seconds, False)
+            return plugin.wrap_output(plugin.postprocess(result, kwargs), batch)
+
+        try:
+            async for batch in batches:
+                kwargs = plugin.compute_kwargs(batch)
+                pending.append((batch, kwargs, runner.submit(plugin, kwargs)))
+                if len(pending) >= limit:
+                    yield await finish(*pending.popleft())
+            while pending:
+                yield await finish(*pending.popleft())
+        finally:
+            # On failure, cancel, or early exit: nothing new starts, running
+            # kernels are awaited.
+            while pending:
+                _, _, job = pending.popleft()
+                await job.settle()
+
+    async def _sink(self, name: str, cursors: dict[str, Cursor]):
+        counters = self.counters[name]
+        (cursor,) = cursors.values()
+        async for chunk in cursor:
+            counters.chunks_in += 1
+            counters.bytes_in += chunk.nbytes
+
+    async def _merge(self, name: str, cursors: dict[str, Cursor]):
+        counters = self.counters[name]
+        sync = Synchronizer(self.run_id, cursors, name)
+        counters.sync = sync
+        merged = name.removeprefix("merge:")
+        mb = self.mailboxes[merged]
+        async for batch in sync:
+            chunk = Chunk.merge(list(batch.chunks.values()), data_type=merged)
+            counters.chunks_out += 1
+            counters.bytes_out += chunk.nbytes
+            await mb.put(chunk)
+        mb.close()
+
+    # --------------------------------------------------------------- stopping
+
+    def stop(self, reason: str = "left"):
+        """Stop every task of the run: the caller left an ``iter`` block early
+        ("left"), or the processor is closing ("closed"). Cancelled tasks
+        still await the kernels they have in flight."""
+        if self._stop_reason is None and self.monitor is not None and \
+                not self.monitor.done.done():
+            self._stop_reason = reason
+            for t in list(self.monitor.tasks):
+                t.cancel()
+
+    def statistics(self) -> RunStatistics:
+        return RunStatistics(
+            run_id=self.run_id,
+            components={n: c.freeze() for n, c in self.counters.items()},
+            mailboxes={n: mb.statistics() for n, mb in self.mailboxes.items()},
+            seconds=time.perf_counter() - self._t0,
+            finished=self._finished,
+        )
+
+
+def _leaves(eg: BaseExceptionGroup):
+    for e in eg.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            yield from _leaves(e)
+        else:
+            yield e
+
+
+class ChunkStream:
+    """The chunks of a target, as an async iterator (from :meth:`Processor.iter`)."""
+
+    def __init__(self, run: _Run, cursor: Cursor):
+        self._run = run
+        self.cursor = cursor
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> Chunk:
+        return await self.cursor.get()
+
+    def statistics(self) -> RunStatistics:
+        return self._run.statistics()
+
+
+# --------------------------------------------------------------------------- processor
+
+
+class Processor:
+    """Runs a plan on the caller's event loop; owns the executors.
+
+    Create with :meth:`straxio.Context.processor` and use as an async context
+    manager; reuse it for many runs, also concurrently.
+
+    Parameters
+    ----------
+    context
+        The context whose plugins and config define what to compute.
+    targets
+        Data types that :meth:`run` computes.
+    max_workers
+        Threads in the compute pool (default: number of CPUs).
+    process_workers
+        Processes in the pool for ``pool = "process"`` plugins (default:
+        number of CPUs); the pool starts when a plugin first needs it.
+    max_chunks, max_bytes
+        Budget of every mailbox.
+    relax_bounds
+        Relax a full mailbox's bound when that is the only way forward (a
+        diamond); when False such a run fails with PipelineStalled.
+    mp_context
+        multiprocessing start method of the process pool ("spawn" by default:
+        forking a process that runs threads and an event loop is unsafe).
+
+    Example
+    -------
+    >>> async with ctx.processor(["peaks"]) as proc:      # doctest: +SKIP
+    ...     stats = await proc.run("run_001")
+    ...     async with proc.iter("run_002", "peaks") as chunks:
+    ...         async for chunk in chunks:
+    ...             print(chunk)
+    """
+
+    def __init__(self, context, targets, *, max_workers: int | None = None,
+                 process_workers: int | None = None, max_chunks: int = 4,
+                 max_bytes: int = 512 * 2**20, relax_bounds: bool = True,
+                 mp_context: str = "spawn"):
+        self.context = context
+        self.targets = tuple([targets] if isinstance(targets, str) else targets)
+        if not self.targets:
+            raise ValueError("a processor needs at least one target")
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self.process_workers = process_workers or os.cpu_count() or 1
+        self.max_chunks = max_chunks
+        self.max_bytes = max_bytes
+        self.relax_bounds = relax_bounds
+        self.mp_context = mp_context
+        self._plans: dict[tuple[str, ...], Plan] = {}
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._processes: concurrent.futures.ProcessPoolExecutor | None = None
+        self._runs: set[_Run] = set()
+        self._lock = threading.Lock()
+        self._thread_jobs = 0
+        self._process_jobs = 0
+        self._closed = False
+        self._entered = False
+        # Plan now so that errors show before anything runs.
+        self.plan(self.targets)
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Processor:
+        if self._closed:
+            raise StraxioError("this processor was closed; make a new one")
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            self.max_workers, thread_name_prefix="straxio-compute")
+        self._entered = True
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pools. Runs still going are cancelled and awaited first."""
+        if self._closed:
+            return
+        self._closed = True
+        for run in list(self._runs):
+            run.stop("closed")
+        # Runs still going belong to other tasks; their kernels are awaited by
+        # them. Shutting down joins idle workers and waits for any in flight.
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=True, cancel_futures=True)
+
+    def plan(self, targets) -> Plan:
+        key = tuple([targets] if isinstance(targets, str) else targets)
+        if key not in self._plans:
+            self._plans[key] = self.context.plan(key)
+        return self._plans[key]
+
+    # --------------------------------------------------------------- executors
+
+    def _check_open(self):
+        if not self._entered or self._closed:
+            raise StraxioError(
+                "the processor is not open; use `async with ctx.processor(...) as proc:`")
+
+    def _count_done(self, run: _Run, which: str):
+        loop = asyncio.get_running_loop()
+        monitor = run.monitor
+
+        def done(_cf):
+            with self._lock:
+                if which == "thread":
+                    self._thread_jobs -= 1
+                else:
+                    self._process_jobs -= 1
+            if monitor is not None:
+                try:
+                    loop.call_soon_threadsafe(monitor.job_finished)
+                except RuntimeError:  # loop closed: nothing left to tell
+                    pass
+        return done
+
+    def _submit_thread(self, run: _Run, fn, *args) -> concurrent.futures.Future:
+        self._check_open()
+        assert self._threads is not None
+        with self._lock:
+            self._thread_jobs += 1
+        if run.monitor is not None:
+            run.monitor.job_started()
+        cf = self._threads.submit(fn, *args)
+        cf.add_done_callback(self._count_done(run, "thread"))
+        return cf
+
+    def _submit_process(self, run: _Run, fn, *args) -> concurrent.futures.Future:
+        self._check_open()
+        if self._processes is None:
+            self._processes = concurrent.futures.ProcessPoolExecutor(
+                self.process_workers, mp_context=multiprocessing.get_context(self.mp_context))
+        with self._lock:
+            self._process_jobs += 1
+        if run.monitor is not None:
+            run.monitor.job_started()
+        cf = self._processes.submit(fn, *args)
+        cf.add_done_callback(self._count_done(run, "process"))
+        return cf
+
+    # --------------------------------------------------------------- runs
+
+    async def run(self, run_id: str, *, targets=None) -> RunStatistics:
+        """Compute the processor's targets (or ``targets``) for one run.
+
+        Returns the run's statistics. Raises the first failure of the run
+        itself (the user's exception, same type, with notes), or
+        :class:`PipelineStalled`.
+        """
+        self._check_open()
+        plan = self.plan(self.targets if targets is None else targets)
+        return await _Run(self, plan, run_id, iter_targets=None).execute()
+
+    @contextlib.asynccontextmanager
+    async def iter(self, run_id: str, target=None) -> ty.AsyncIterator[ChunkStream]:
+        """Stream the chunks of ``target`` for one run.
+
+        Several targets of one kind come merged column-wise. Leaving the block
+        early stops all upstream work of the run; a failure of the run raises
+        from the iterator (and from the block).
+
+        Example
+        -------
+        >>> async with proc.iter("run_002", "events") as chunks:   # doctest: +SKIP
+        ...     async for chunk in chunks:
+        ...         handle(chunk.data)
+        """
+        self._check_open()
+        targets = self.targets if target is None else target
+        targets = tuple([targets] if isinstance(targets, str) else targets)
+        plan = self.plan(targets)
+        run = _Run(self, plan, run_id, iter_targets=targets)
+        run._build()
+        assert run.output is not None
+        error: BaseException | None = None
+        body_error: BaseException | None = None
+
+        async def execute():
+            # The run's failure is kept, not raised here: raising would make the
+            # TaskGroup cancel the caller's task in the middle of its own work.
+            # The caller sees it from the iterator, or when the block ends.
+            nonlocal error
+            try:
+                await run.execute()
+            except Exception as e:
+                error = e
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(execute(), name=f"straxio:{run_id}:run")
+            try:
+                yield run.output
+            except BaseException as e:  # re-raised below, unwrapped by the TaskGroup
+                body_error = e
+            finally:
+                run.stop("left")
+        if body_error is not None:
+            raise body_error
+        if error is not None:
+            raise error
+
+    def statistics(self) -> ProcessorStatistics:
+        with self._lock:
+            return ProcessorStatistics(
+                thread_workers=self.max_workers,
+                process_workers=self.process_workers if self._processes else 0,
+                thread_jobs_in_flight=self._thread_jobs,
+                process_jobs_in_flight=self._process_jobs,
+                active_runs=tuple(r.run_id for r in self._runs),
+                closed=self._closed,
+            )
+
+
+def _empty_like(dtype) -> np.ndarray:
+    return np.zeros(0, dtype=dtype)

@@ -1,0 +1,562 @@
+"""Tests of straxio.chunk and straxio.dtypes.
+
+Properties are checked with hypothesis against brute-force numpy/Python
+references that follow the definitions literally.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from straxio.chunk import (
+    Chunk,
+    check_continuity,
+    endtime,
+    fully_contained_in,
+    sort_by_time,
+    split_by_containment,
+    touching_windows,
+)
+from straxio.dtypes import (
+    check_time_dtype,
+    field_descriptions,
+    has_endtime,
+    has_length_dt,
+    interval_dtype,
+    merged_dtype,
+    time_dt_fields,
+    time_fields,
+    with_descriptions,
+)
+from straxio.exceptions import CannotSplit, ChunkError
+
+SETTINGS = settings(max_examples=100, deadline=None)
+
+ENDTIME_DTYPE = np.dtype([*time_fields(), (("a float", "x"), np.float64)])
+LENGTH_DT_DTYPE = np.dtype([*time_dt_fields(), (("a float", "x"), np.float64)])
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@st.composite
+def intervals(draw, *, max_size=12, form=None, sort=True):
+    """A structured interval array (maybe empty, overlapping, zero-length rows).
+
+    Ties in time keep a random order of end times, so sorted arrays exercise
+    non-monotonic end times.
+    """
+    if form is None:
+        form = draw(st.sampled_from(["endtime", "length_dt"]))
+    n = draw(st.integers(0, max_size))
+    times = draw(st.lists(st.integers(0, 40), min_size=n, max_size=n))
+    lengths = draw(st.lists(st.integers(0, 12), min_size=n, max_size=n))
+    if sort:
+        order = sorted(range(n), key=lambda i: times[i])
+        times = [times[i] for i in order]
+        lengths = [lengths[i] for i in order]
+    if form == "endtime":
+        x = np.zeros(n, ENDTIME_DTYPE)
+        x["endtime"] = np.array(times, dtype=np.int64) + lengths
+    else:
+        x = np.zeros(n, LENGTH_DT_DTYPE)
+        x["dt"] = draw(st.sampled_from([1, 2, 3]))
+        x["length"] = lengths
+    x["time"] = times
+    x["x"] = np.arange(n)
+    return x
+
+
+@st.composite
+def chunks(draw, form=None):
+    """A valid chunk with a range around its rows."""
+    data = draw(intervals(form=form))
+    if len(data):
+        start = int(data["time"].min()) - draw(st.integers(0, 4))
+        end = int(endtime(data).max()) + draw(st.integers(0, 4))
+    else:
+        start = draw(st.integers(-5, 40))
+        end = start + draw(st.integers(0, 10))
+    return Chunk(
+        data_type="peaks",
+        data_kind="peaks",
+        dtype=data.dtype,
+        run_id="007",
+        start=start,
+        end=end,
+        data=data,
+    )
+
+
+def make_chunk(data, start, end, **kw):
+    args = dict(data_type="peaks", data_kind="peaks", run_id="007", dtype=data.dtype)
+    args.update(kw)
+    return Chunk(start=start, end=end, data=data, **args)
+
+
+def rows(time, end_time, dtype=ENDTIME_DTYPE):
+    x = np.zeros(len(time), dtype)
+    x["time"] = time
+    x["endtime"] = end_time
+    x["x"] = np.arange(len(time))
+    return x
+
+
+# --------------------------------------------------------------------------- references
+
+
+def ref_safe_split(data, start, t):
+    """Latest s <= t (s >= start) with no row straddling s, by trying each s."""
+    times, ends = data["time"], endtime(data)
+    for s in range(t, start - 1, -1):
+        if not np.any((times < s) & (s < ends)):
+            return s
+    raise AssertionError("start is always safe")
+
+
+def ref_contains(c_time, c_end, t_time, t_end):
+    return c_time <= t_time and t_end <= c_end
+
+
+def ref_fully_contained_in(things, containers):
+    result = []
+    for t_time, t_end in zip(things["time"], endtime(things)):
+        found = -1
+        for j, (c_time, c_end) in enumerate(zip(containers["time"], endtime(containers))):
+            if ref_contains(c_time, c_end, t_time, t_end):
+                found = j
+                break
+        result.append(found)
+    return np.array(result, dtype=np.int64)
+
+
+def ref_split_by_containment(things, containers):
+    t_end = endtime(things)
+    return [
+        things[(things["time"] >= c_time) & (t_end <= c_end)]
+        for c_time, c_end in zip(containers["time"], endtime(containers))
+    ]
+
+
+def assert_valid(chunk):
+    """Re-validate through the public constructor."""
+    make_chunk(
+        chunk.data,
+        chunk.start,
+        chunk.end,
+        data_type=chunk.data_type,
+        data_kind=chunk.data_kind,
+        run_id=chunk.run_id,
+        dtype=chunk.dtype,
+    )
+
+
+def assert_same(a, b):
+    assert (a.data_type, a.data_kind, a.run_id, a.dtype) == (
+        b.data_type,
+        b.data_kind,
+        b.run_id,
+        b.dtype,
+    )
+    assert (a.start, a.end) == (b.start, b.end)
+    np.testing.assert_array_equal(a.data, b.data)
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+def test_time_fields_and_interval_dtype():
+    assert interval_dtype.names == ("time", "endtime")
+    assert field_descriptions(interval_dtype)["time"]
+    assert np.dtype(time_fields(description=False)) == np.dtype(
+        [("time", np.int64), ("endtime", np.int64)]
+    )
+    d = np.dtype(time_dt_fields())
+    assert d.names == ("time", "length", "dt")
+    assert [d.fields[n][0] for n in d.names] == [np.int64, np.int32, np.int16]
+    assert all(field_descriptions(d).values())
+
+
+def test_has_forms_and_check_time_dtype():
+    assert has_endtime(ENDTIME_DTYPE) and not has_length_dt(ENDTIME_DTYPE)
+    assert has_length_dt(LENGTH_DT_DTYPE) and not has_endtime(LENGTH_DT_DTYPE)
+    check_time_dtype(ENDTIME_DTYPE, "peaks")
+    check_time_dtype(LENGTH_DT_DTYPE, "records")
+    with pytest.raises(ChunkError, match=r"'hits'.*'time'.*'endtime'.*'length' and 'dt'"):
+        check_time_dtype(np.dtype([("time", np.int64), ("length", np.int32)]), "hits")
+    with pytest.raises(ChunkError, match="'hits'"):
+        check_time_dtype(np.float64, "hits")
+    with pytest.raises(ChunkError, match="integer"):
+        check_time_dtype(np.dtype([("time", np.float64), ("endtime", np.int64)]), "hits")
+
+
+def test_field_descriptions_and_with_descriptions():
+    d = np.dtype([("time", np.int64), ("endtime", np.int64), ("area", np.float32)])
+    assert field_descriptions(d) == {"time": "", "endtime": "", "area": ""}
+    d2 = with_descriptions(d, {"area": "Area [PE]", "time": "Start"})
+    assert field_descriptions(d2) == {"time": "Start", "endtime": "", "area": "Area [PE]"}
+    assert d2.itemsize == d.itemsize and d2 != d
+    # Unnamed fields keep their titles; an empty description removes one.
+    d3 = with_descriptions(d2, {"time": ""})
+    assert field_descriptions(d3) == {"time": "", "endtime": "", "area": "Area [PE]"}
+    with pytest.raises(ValueError, match="nope"):
+        with_descriptions(d, {"nope": "x"})
+
+
+def test_merged_dtype():
+    a = np.dtype([*time_fields(), ("x", np.float32)])
+    b = np.dtype([*time_dt_fields(), ("y", np.int8), ("x", np.float32)])
+    m = merged_dtype([a, b])
+    assert m.names == ("time", "endtime", "x", "y")
+    assert field_descriptions(m)["time"] == field_descriptions(a)["time"]
+    c = np.dtype([*time_fields(), ("x", np.float64)])
+    with pytest.raises(ChunkError, match="'x'"):
+        merged_dtype([a, c])
+    with pytest.raises(ChunkError):
+        merged_dtype([])
+
+
+def test_endtime_both_forms():
+    x = np.zeros(3, LENGTH_DT_DTYPE)
+    x["time"] = [1, 2, 3]
+    x["length"] = [0, 5, 40000]
+    x["dt"] = [10, 10, 30000]  # product overflows int32: must be computed in int64
+    np.testing.assert_array_equal(endtime(x), [1, 52, 3 + 40000 * 30000])
+    assert endtime(x).dtype == np.int64
+    y = rows([1, 2], [4, 9])
+    np.testing.assert_array_equal(endtime(y), [4, 9])
+    with pytest.raises(ChunkError):
+        endtime(np.zeros(1, [("time", np.int64)]))
+
+
+# --------------------------------------------------------------------------- Chunk basics
+
+
+def test_chunk_properties_repr_pickle():
+    data = rows([1, 3], [2, 8])
+    c = make_chunk(data, np.int64(0), 10)
+    assert type(c.start) is int and type(c.end) is int
+    assert (c.start, c.end, c.duration, len(c), c.nbytes) == (0, 10, 10, 2, data.nbytes)
+    assert c.dtype == ENDTIME_DTYPE and c.data is data
+    assert c.data_type == "peaks" and c.data_kind == "peaks" and c.run_id == "007"
+    text = repr(c)
+    assert "peaks" in text and "007" in text and "[0, 10)" in text and "2 rows" in text
+    assert_same(pickle.loads(pickle.dumps(c)), c)
+    empty = Chunk.empty(
+        data_type="peaks", data_kind="peaks", dtype=ENDTIME_DTYPE, run_id="007", start=5, end=5
+    )
+    assert len(empty) == 0 and empty.duration == 0
+    assert bool(empty)  # a chunk is truthy even when empty
+
+
+def test_zero_length_row_at_end_is_allowed():
+    make_chunk(rows([10], [10]), 0, 10)
+
+
+@pytest.mark.parametrize(
+    ("time", "end_time", "start", "end", "match"),
+    [
+        ([1, 5, 3], [2, 6, 4], 0, 10, r"\[0, 10\).*not sorted.*row 2 \(time 3, endtime 4\)"),
+        ([1, 5], [2, 6], 2, 10, r"\[2, 10\).*row 0 \(time 1, endtime 2\) starts before.*start 2"),
+        ([1, 5], [2, 11], 0, 10, r"\[0, 10\).*row 1 \(time 5, endtime 11\) ends after.*end 10"),
+        ([1, 5], [2, 4], 0, 10, r"row 1 \(time 5, endtime 4\) ends before it starts"),
+    ],
+)
+def test_invalid_rows(time, end_time, start, end, match):
+    with pytest.raises(ChunkError, match=match) as info:
+        make_chunk(rows(time, end_time), start, end)
+    assert "'peaks'" in str(info.value) and "'007'" in str(info.value)
+
+
+def test_invalid_rows_length_dt_form():
+    x = np.zeros(2, LENGTH_DT_DTYPE)
+    x["time"] = [0, 4]
+    x["length"] = [2, 3]
+    x["dt"] = 2
+    make_chunk(x, 0, 10)
+    with pytest.raises(ChunkError, match=r"row 1 \(time 4, endtime 10\) ends after"):
+        make_chunk(x, 0, 9)
+
+
+def test_every_row_is_checked():
+    n = 100_000
+    data = rows(np.arange(n), np.arange(n) + 1)
+    make_chunk(data, 0, n)
+    data["time"][n - 1] = n - 3  # one unsorted row, the last
+    with pytest.raises(ChunkError, match=f"row {n - 1} "):
+        make_chunk(data, 0, n + 1)
+
+
+def test_start_after_end():
+    with pytest.raises(ChunkError, match=r"'peaks'.*'007'.*start 5 is after end 4"):
+        make_chunk(rows([], []), 5, 4)
+
+
+def test_non_int_range():
+    with pytest.raises(ChunkError, match=r"start.*int"):
+        make_chunk(rows([], []), 0.5, 4)
+
+
+def test_dtype_mismatch():
+    data = rows([1], [2])
+    other = np.dtype([*time_fields(), ("x", np.float32)])
+    with pytest.raises(ChunkError, match=r"'peaks'.*'007'.*wrong dtype: expected") as info:
+        make_chunk(data, 0, 10, dtype=other)
+    assert "titles" not in str(info.value)
+
+
+def test_dtype_titles_only_mismatch():
+    data = rows([1], [2])
+    untitled = np.dtype([("time", np.int64), ("endtime", np.int64), ("x", np.float64)])
+    with pytest.raises(ChunkError, match=r"'peaks'.*'007'.*only the field titles"):
+        make_chunk(data, 0, 10, dtype=untitled)
+
+
+def test_data_must_be_1d_array():
+    with pytest.raises(ChunkError, match="1-D"):
+        make_chunk(np.zeros((2, 2), ENDTIME_DTYPE), 0, 10)
+    with pytest.raises(ChunkError, match="numpy array"):
+        Chunk(
+            data_type="p", data_kind="p", dtype=ENDTIME_DTYPE, run_id="r", start=0, end=1, data=[]
+        )
+
+
+def test_missing_time_fields():
+    d = np.dtype([("time", np.int64), ("x", np.float64)])
+    with pytest.raises(ChunkError, match=r"'peaks'.*endtime"):
+        make_chunk(np.zeros(0, d), 0, 1)
+
+
+# --------------------------------------------------------------------------- split
+
+
+def test_split_straddling_raises():
+    c = make_chunk(rows([0, 2, 3], [5, 3, 6]), 0, 10)
+    with pytest.raises(CannotSplit, match=r"'peaks'.*'007'.*at 4: row 0 \(time 0, endtime 5\)"):
+        c.split(4)
+    first, second = c.split(4, allow_early_split=True)
+    assert (first.end, second.start, len(first), len(second)) == (0, 0, 0, 3)
+    first, second = c.split(6)
+    assert (first.end, len(first), len(second)) == (6, 3, 0)
+
+
+def test_split_early_keeps_rows_at_split_time_in_second_part():
+    # Zero-length rows at the safe time t' belong to the second part even
+    # though putting them in the first would also give valid chunks.
+    c = make_chunk(rows([5, 5, 5], [5, 5, 10]), 0, 10)
+    first, second = c.split(8, allow_early_split=True)
+    assert (first.end, len(first), len(second)) == (5, 0, 3)
+
+
+def test_split_clamps():
+    c = make_chunk(rows([2], [3]), 1, 5)
+    a, b = c.split(-100)
+    assert (a.start, a.end, b.start, b.end, len(a), len(b)) == (1, 1, 1, 5, 0, 1)
+    a, b = c.split(100)
+    assert (a.start, a.end, b.start, b.end, len(a), len(b)) == (1, 5, 5, 5, 1, 0)
+
+
+@SETTINGS
+@given(chunk=chunks(), data=st.data())
+def test_split_properties(chunk, data):
+    t = data.draw(st.integers(chunk.start - 3, chunk.end + 3))
+    clamped = min(max(t, chunk.start), chunk.end)
+    safe = ref_safe_split(chunk.data, chunk.start, clamped)
+    if safe != clamped:
+        with pytest.raises(CannotSplit):
+            chunk.split(t)
+    first, second = chunk.split(t, allow_early_split=True)
+    assert first.end == second.start == safe
+    assert (first.start, second.end) == (chunk.start, chunk.end)
+    assert_valid(first)
+    assert_valid(second)
+    assert np.all(first.data["time"] < safe) and np.all(second.data["time"] >= safe)
+    # Nothing lost or duplicated, order kept.
+    np.testing.assert_array_equal(np.concatenate([first.data, second.data]), chunk.data)
+    assert_same(Chunk.concatenate([first, second]), chunk)
+    if safe == clamped:
+        a, b = chunk.split(t)
+        assert_same(a, first)
+        assert_same(b, second)
+
+
+@SETTINGS
+@given(chunk=chunks(), data=st.data())
+def test_concatenate_random_partition(chunk, data):
+    points = sorted(
+        data.draw(st.lists(st.integers(chunk.start, chunk.end), min_size=0, max_size=5))
+    )
+    parts = []
+    rest = chunk
+    for t in points:
+        part, rest = rest.split(t, allow_early_split=True)
+        parts.append(part)
+    parts.append(rest)
+    for previous, part in zip([None, *parts[:-1]], parts):
+        check_continuity(previous, part)
+    assert sum(len(p) for p in parts) == len(chunk)
+    assert_same(Chunk.concatenate(parts), chunk)
+
+
+def test_concatenate_errors():
+    a = make_chunk(rows([1], [2]), 0, 5)
+    b = make_chunk(rows([6], [7]), 6, 10)
+    with pytest.raises(ChunkError, match=r"'peaks'.*'007'.*gap.*\[0, 5\).*\[6, 10\)"):
+        Chunk.concatenate([a, b])
+    c = make_chunk(rows([4], [7]), 4, 10)
+    with pytest.raises(ChunkError, match="overlap"):
+        Chunk.concatenate([a, c])
+    d = make_chunk(rows([6], [7]), 5, 10, data_type="hits")
+    with pytest.raises(ChunkError, match="data_type"):
+        Chunk.concatenate([a, d])
+    with pytest.raises(ChunkError, match="at least one"):
+        Chunk.concatenate([])
+    assert Chunk.concatenate([a]) is a
+
+
+def test_check_continuity():
+    a = make_chunk(rows([1], [2]), 0, 5)
+    b = make_chunk(rows([6], [7]), 6, 10)
+    check_continuity(None, a)
+    check_continuity(a, make_chunk(rows([], []), 5, 6))
+    with pytest.raises(ChunkError, match=r"'peaks'.*'007'.*\[6, 10\).*\[0, 5\)"):
+        check_continuity(a, b)
+    with pytest.raises(ChunkError, match="'hits'"):
+        check_continuity(a, make_chunk(rows([], []), 5, 6, data_type="hits"))
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def _with_extra(chunk, data_type, name, values, form="endtime"):
+    fields = time_fields() if form == "endtime" else time_dt_fields()
+    d = np.zeros(len(chunk), [*fields, (name, np.int32)])
+    d["time"] = chunk.data["time"]
+    if form == "endtime":
+        d["endtime"] = endtime(chunk.data)
+    else:
+        d["dt"] = 1
+        d["length"] = endtime(chunk.data) - chunk.data["time"]
+    d[name] = values
+    return make_chunk(d, chunk.start, chunk.end, data_type=data_type, dtype=d.dtype)
+
+
+@SETTINGS
+@given(chunk=chunks(), data=st.data())
+def test_merge_properties(chunk, data):
+    n = len(chunk)
+    ys = data.draw(st.lists(st.integers(-100, 100), min_size=n, max_size=n))
+    form = data.draw(st.sampled_from(["endtime", "length_dt"]))
+    other = _with_extra(chunk, "peak_extra", "y", ys, form=form)
+    merged = Chunk.merge([chunk, other])
+    assert merged.data_type == "peaks+peak_extra"
+    assert merged.dtype == merged_dtype([chunk.dtype, other.dtype])
+    assert (merged.start, merged.end, merged.run_id, merged.data_kind) == (
+        chunk.start,
+        chunk.end,
+        "007",
+        "peaks",
+    )
+    for name in chunk.dtype.names:
+        np.testing.assert_array_equal(merged.data[name], chunk.data[name])
+    np.testing.assert_array_equal(merged.data["y"], ys)
+    assert_valid(merged)
+    assert Chunk.merge([chunk, other], data_type="both").data_type == "both"
+
+
+def test_merge_errors():
+    a = make_chunk(rows([1, 2], [2, 3]), 0, 5)
+    b = _with_extra(make_chunk(rows([1], [2]), 0, 5), "extra", "y", [1])
+    with pytest.raises(ChunkError, match=r"row counts.*peaks.*2 rows.*extra.*1 rows"):
+        Chunk.merge([a, b])
+    c = _with_extra(make_chunk(rows([1, 2], [2, 3]), 0, 6), "extra", "y", [1, 2])
+    with pytest.raises(ChunkError, match=r"end must agree.*\[0, 5\).*\[0, 6\)"):
+        Chunk.merge([a, c])
+    d = _with_extra(make_chunk(rows([1, 2], [2, 4]), 0, 5), "extra", "y", [1, 2])
+    with pytest.raises(ChunkError, match=r"row 1 of 'peaks'.*'extra'.*not the same"):
+        Chunk.merge([a, d])
+    e = make_chunk(rows([1, 2], [2, 3]), 0, 5, data_kind="hits", data_type="hits")
+    with pytest.raises(ChunkError, match="data_kind must agree"):
+        Chunk.merge([a, e])
+    with pytest.raises(ChunkError):
+        Chunk.merge([])
+    assert Chunk.merge([a]) is a
+
+
+# --------------------------------------------------------------------------- interval helpers
+
+
+@SETTINGS
+@given(x=intervals(sort=False))
+def test_sort_by_time(x):
+    result = sort_by_time(x)
+    assert result is not x
+    keys = list(zip(x["time"].tolist(), endtime(x).tolist(), range(len(x))))
+    expected = x[[k[2] for k in sorted(keys)]]
+    np.testing.assert_array_equal(result, expected)
+
+
+@SETTINGS
+@given(things=intervals(sort=False), containers=intervals())
+def test_fully_contained_in(things, containers):
+    result = fully_contained_in(things, containers)
+    assert result.dtype == np.int64
+    np.testing.assert_array_equal(result, ref_fully_contained_in(things, containers))
+
+
+@SETTINGS
+@given(things=intervals(), containers=intervals(sort=False))
+def test_split_by_containment(things, containers):
+    result = split_by_containment(things, containers)
+    expected = ref_split_by_containment(things, containers)
+    assert len(result) == len(expected) == len(containers)
+    for got, want in zip(result, expected):
+        assert got.dtype == things.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+@SETTINGS
+@given(
+    things=intervals(),
+    containers=intervals(sort=False),
+    window=st.integers(0, 5),
+)
+def test_touching_windows(things, containers, window):
+    result = touching_windows(things, containers, window=window)
+    assert result.shape == (len(containers), 2) and result.dtype == np.int64
+    t_time, t_end = things["time"], endtime(things)
+    monotonic = bool(np.all(np.diff(t_end) >= 0))
+    for (left, right), c_time, c_end in zip(result, containers["time"], endtime(containers)):
+        touching = np.flatnonzero((t_end > c_time - window) & (t_time < c_end + window))
+        assert right == np.count_nonzero(t_time < c_end + window) or len(touching) == 0
+        if len(touching):
+            assert left == touching[0]
+            assert touching[-1] < right
+        else:
+            assert left == right
+        if monotonic:
+            np.testing.assert_array_equal(np.arange(left, right), touching)
+
+
+def test_touching_windows_non_monotonic_example():
+    things = rows([0, 5], [100, 6])
+    containers = rows([10], [20])
+    # The long row touches; the short one after it does not but lies inside
+    # the range (documented).
+    np.testing.assert_array_equal(touching_windows(things, containers), [[0, 2]])
+    np.testing.assert_array_equal(touching_windows(things, rows([200], [300])), [[2, 2]])
+
+
+def test_helpers_need_sorted_input():
+    unsorted = rows([5, 1], [6, 2])
+    with pytest.raises(ChunkError, match=r"containers must be sorted.*row 1"):
+        fully_contained_in(rows([], []), unsorted)
+    with pytest.raises(ChunkError, match="things must be sorted"):
+        split_by_containment(unsorted, rows([], []))
+    with pytest.raises(ChunkError, match="things must be sorted"):
+        touching_windows(unsorted, rows([], []))
