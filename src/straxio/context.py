@@ -293,8 +293,9 @@ class Context:
             try:
                 canonical_json(tracked)
             except TypeError as e:
-                raise ConfigError(f"plugin {name}: tracked option value {e}; use JSON-able "
-                                  "values (numbers, strings, lists, dicts) or track=False") from None
+                raise ConfigError(
+                    f"plugin {name}: tracked option value {e}; use JSON-able values "
+                    "(numbers, strings, lists, dicts) or track=False") from None
             upstream: dict = {}
             for d in cls.depends_on_tuple():
                 upstream.update(lineages[d])

@@ -109,7 +109,7 @@ class Option:
     def validate(self, value, *, plugin_name: str):
         """Raise ConfigError if ``value`` does not fit this option's type."""
         t = self.type
-        if t is None or value is None and self.default is None:
+        if t is None or (value is None and self.default is None):
             return
         types = t if isinstance(t, tuple) else (t,)
         if float in types and isinstance(value, int) and not isinstance(value, bool):

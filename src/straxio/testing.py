@@ -20,6 +20,7 @@ data, and the lineage, stay the same under every chunking.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import zlib
 
@@ -132,7 +133,7 @@ def random_chunk_edges(data: np.ndarray, seed: int, run_length: int = RUN_LENGTH
 
 def _chunks_of(data, edges):
     i = 0
-    for start, end in zip(edges[:-1], edges[1:], strict=True):
+    for start, end in itertools.pairwise(edges):
         j = int(np.searchsorted(data["time"], end, side="left"))
         if end == edges[-1]:
             j = len(data)
