@@ -175,6 +175,12 @@ def _timed_compute(plugin: Plugin, kwargs: dict):
     return result, time.perf_counter() - t0
 
 
+def _timed_call(fn, args):
+    t0 = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - t0
+
+
 # Per worker process: configured plugin instances, keyed by what configures them.
 _WORKER_PLUGINS: dict[bytes, Plugin] = {}
 
@@ -295,8 +301,10 @@ class _ComputeRunner:
             raise
 
     async def call(self, fn, *args):
-        job = _Job(self.run, self.run.processor._submit_thread(self.run, fn, *args))
-        return await job.result()
+        job = _Job(self.run, self.run.processor._submit_thread(self.run, _timed_call, fn, args))
+        result, seconds = await job.result()
+        self._record(seconds, False)
+        return result
 
 
 # --------------------------------------------------------------------------- monitor

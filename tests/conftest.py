@@ -1,0 +1,38 @@
+"""Every async test runs on the default asyncio loop and on uvloop.
+
+Async tests take the ``aloop`` fixture: it asserts which loop the test runs
+on, and after the test that no straxio task is left on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_asyncio
+import uvloop
+
+from straxio import testing as toy
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+def pytest_asyncio_loop_factories(config, item):
+    return LOOPS
+
+
+def straxio_tasks() -> list[asyncio.Task]:
+    me = asyncio.current_task()
+    return [t for t in asyncio.all_tasks() if t is not me and t.get_name().startswith("straxio")]
+
+
+@pytest_asyncio.fixture
+async def aloop(request):
+    factory = request.node.callspec.params.get("_asyncio_loop_factory")
+    want = next(name for name, f in LOOPS.items() if f is factory)
+    loop = asyncio.get_running_loop()
+    got = "uvloop" if isinstance(loop, uvloop.Loop) else "asyncio"
+    assert got == want, f"test should run on {want}, runs on {got}"
+    toy.TOY_RELEASE.reset()
+    yield got
+    assert not straxio_tasks(), f"tasks left behind: {straxio_tasks()}"
