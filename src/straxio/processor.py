@@ -476,16 +476,39 @@ class _Run:
         return _Job(self, cf)
 
     async def execute(self) -> RunStatistics:
-        """Run every task of this run in one TaskGroup; raise the first failure."""
-        task = asyncio.current_task()
-        assert task is not None
-        baseline = task.cancelling()
+        """Run every task of this run; raise the first failure itself.
+
+        The run's TaskGroup lives in a task of its own, which this coroutine
+        always awaits to the end. That keeps an outside cancel() apart from
+        the group's own cancellations: on Python 3.11 and 3.12 a TaskGroup
+        whose child fails while its parent is cancelled from outside raises
+        the child's error and the cancellation is lost. Here the caller's
+        cancellation is seen as such, the run is cancelled and awaited, and
+        CancelledError propagates.
+        """
+        if self.monitor is None:
+            self._build()
+        inner = asyncio.get_running_loop().create_task(
+            self._execute_group(), name=f"straxio:{self.run_id}:run")
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if inner.done() and not inner.cancelled():
+                if inner.exception() is None:
+                    raise  # finished just as the caller cancelled: still cancelled
+            inner.cancel()
+            while not inner.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(inner)
+            if not inner.cancelled() and inner.exception() is not None:
+                raise asyncio.CancelledError from inner.exception()
+            raise
+
+    async def _execute_group(self) -> RunStatistics:
+        assert self.monitor is not None
         self.processor._runs.add(self)
         group_error: BaseException | None = None
         try:
-            if self.monitor is None:
-                self._build()
-            assert self.monitor is not None
             async with asyncio.TaskGroup() as tg:
                 for name, node in self.plan.nodes.items():
                     coro = (self._source(node, self.plugins[name]) if node.is_source
@@ -504,13 +527,7 @@ class _Run:
             self.processor._runs.discard(self)
             self._finished = group_error is None and self._stop_reason is None
         if group_error is not None:
-            first = self._first_failure(group_error)
-            # Python 3.11/3.12 TaskGroup: an outside cancel() that arrives while a
-            # child fails is swallowed in favour of the child's error. The caller
-            # asked to cancel, so honour that.
-            if task.cancelling() > baseline:
-                raise asyncio.CancelledError from first
-            raise first
+            raise self._first_failure(group_error)
         if self._stop_reason == "closed":
             raise StraxioError(f"run {self.run_id!r} was stopped: its processor was closed")
         return self.statistics()
@@ -929,6 +946,10 @@ class Processor:
             raise body_error
         if error is not None:
             raise error
+
+    def run_statistics(self) -> dict[str, RunStatistics]:
+        """Live statistics of the runs going on now, by run id."""
+        return {r.run_id: r.statistics() for r in self._runs}
 
     def statistics(self) -> ProcessorStatistics:
         with self._lock:

@@ -1,0 +1,178 @@
+"""Mailboxes: fan-out to every subscriber in order, bounded by the slowest."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+import straxio
+from straxio import testing as toy
+from straxio.mailbox import Mailbox
+
+
+def make_chunk(i: int, rows: int = 100) -> straxio.Chunk:
+    data = np.zeros(rows, dtype=toy.PEAK_DTYPE)
+    data["time"] = np.arange(rows) + i * 1000
+    data["endtime"] = data["time"] + 1
+    return straxio.Chunk(data_type="peaks", data_kind="peaks", dtype=toy.PEAK_DTYPE,
+                         run_id="r", start=i * 1000, end=(i + 1) * 1000, data=data)
+
+
+async def until(condition, what: str, limit: float = 5.0):
+    """Wait for a condition that another task brings about (bounded)."""
+    async with asyncio.timeout(limit):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+@pytest.mark.asyncio
+async def test_every_subscriber_sees_every_chunk_once_in_order(aloop):
+    mb = Mailbox("peaks", max_chunks=2)
+    cursors = [mb.subscribe(f"reader{i}") for i in range(3)]
+    seen: dict[str, list[int]] = {c.name: [] for c in cursors}
+
+    async def read(cursor):
+        async for chunk in cursor:
+            seen[cursor.name].append(chunk.start // 1000)
+            await asyncio.sleep(0)
+
+    async def produce():
+        for i in range(20):
+            await mb.put(make_chunk(i))
+        mb.close()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(produce(), name="straxio-test:producer")
+        for c in cursors:
+            tg.create_task(read(c), name=f"straxio-test:{c.name}")
+    assert all(v == list(range(20)) for v in seen.values()), seen
+    assert mb.statistics().buffered_chunks == 0
+
+
+@pytest.mark.asyncio
+async def test_producer_waits_when_slowest_subscriber_is_full(aloop):
+    chunk_bytes = make_chunk(0).nbytes
+    max_bytes = int(2.5 * chunk_bytes)
+    mb = Mailbox("peaks", max_chunks=100, max_bytes=max_bytes)
+    fast, slow = mb.subscribe("fast"), mb.subscribe("slow")
+    release = asyncio.Event()
+    produced = consumed_slow = 0
+    peak_in_buffer = 0
+
+    async def produce():
+        nonlocal produced
+        for i in range(30):
+            await mb.put(make_chunk(i))
+            produced += chunk_bytes
+        mb.close()
+
+    async def read_fast():
+        async for _ in fast:
+            pass
+
+    async def read_slow():
+        nonlocal consumed_slow, peak_in_buffer
+        await release.wait()
+        async for chunk in slow:
+            consumed_slow += chunk.nbytes
+            peak_in_buffer = max(peak_in_buffer, produced - consumed_slow)
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(produce(), name="straxio-test:producer")
+        tg.create_task(read_fast(), name="straxio-test:fast")
+        tg.create_task(read_slow(), name="straxio-test:slow")
+        await until(lambda: mb.statistics().producer_waiting, "producer waiting")
+        stats = mb.statistics()
+        # Measured by our own counters: within the budget plus one chunk.
+        assert produced <= max_bytes + chunk_bytes
+        assert stats.buffered_bytes == produced
+        assert stats.cursors["slow"] == 0 and stats.cursors["fast"] == stats.published_chunks
+        assert "producer waiting for room" in str(stats)
+        release.set()
+    assert consumed_slow == 30 * chunk_bytes
+    assert peak_in_buffer <= max_bytes + chunk_bytes
+
+
+@pytest.mark.asyncio
+async def test_one_oversized_chunk_is_always_admitted(aloop):
+    mb = Mailbox("peaks", max_chunks=1, max_bytes=10)
+    c = mb.subscribe("reader")
+    await mb.put(make_chunk(0))  # far over 10 bytes, but the buffer was empty
+    assert mb.statistics().over_budget_bytes > 0
+    assert (await c.get()).start == 0
+
+
+@pytest.mark.asyncio
+async def test_published_arrays_are_read_only(aloop):
+    mb = Mailbox("peaks")
+    c = mb.subscribe("reader")
+    await mb.put(make_chunk(0))
+    chunk = await c.get()
+    with pytest.raises(ValueError, match="read-only"):
+        chunk.data["area"][0] = 1
+
+
+@pytest.mark.asyncio
+async def test_failed_mailbox_raises_in_waiting_readers(aloop):
+    mb = Mailbox("peaks")
+    c = mb.subscribe("reader")
+
+    async def fail_soon():
+        await asyncio.sleep(0)
+        mb.fail(KeyError("boom"))
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(fail_soon(), name="straxio-test:fail")
+        with pytest.raises(KeyError, match="boom"):
+            await c.get()
+
+
+@pytest.mark.asyncio
+async def test_late_subscriber_is_refused(aloop):
+    mb = Mailbox("peaks")
+    mb.subscribe("early")
+    await mb.put(make_chunk(0))
+    with pytest.raises(straxio.StraxioError, match="came after 1 chunks"):
+        mb.subscribe("late")
+
+
+class HeldConsumer(straxio.Plugin):
+    """Consumes peaks only after the test releases it."""
+
+    __version__ = "0.1.0"
+    depends_on = "peaks"
+    provides = "held"
+    dtype = toy.EVENT_DTYPE
+    release: asyncio.Event
+
+    async def iter(self, batches):
+        await HeldConsumer.release.wait()
+        async for batch in batches:
+            yield self.chunk(start=batch.start, end=batch.end,
+                             data=np.zeros(0, dtype=self.dtype))
+
+
+@pytest.mark.asyncio
+async def test_fan_out_in_a_run_paces_producer_by_held_consumer(aloop):
+    HeldConsumer.release = asyncio.Event()
+    ctx = straxio.Context(register=[*toy.toy_plugins(), HeldConsumer],
+                          config={"toy_chunking": 5})
+    async with ctx.processor(["held", "peak_basics", "peak_extra"], max_chunks=2) as proc:
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(proc.run("run_fan"), name="straxio-test:run")
+
+            def peaks_mailbox():
+                return proc.run_statistics()["run_fan"].mailboxes["peaks"]
+
+            await until(lambda: proc.run_statistics() and peaks_mailbox().producer_waiting,
+                        "producer waiting")
+            stats = peaks_mailbox()
+            assert stats.cursors["HeldConsumer"] == 0
+            assert stats.buffered_chunks == 2
+            HeldConsumer.release.set()
+        stats = run.result()
+    assert stats.components["HeldConsumer"].chunks_out == stats.components["Peaks"].chunks_out
+    for name in ("PeakBasics", "PeakExtra", "HeldConsumer"):
+        assert stats.components[name].chunks_in == stats.components["Peaks"].chunks_out
