@@ -499,7 +499,7 @@ class _Run:
             inner.cancel()
             while not inner.done():
                 with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(inner)
+                    await asyncio.wait([inner])
             if not inner.cancelled() and inner.exception() is not None:
                 raise asyncio.CancelledError from inner.exception()
             raise

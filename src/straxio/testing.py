@@ -145,12 +145,17 @@ def _chunks_of(data, edges):
 
 
 class _Failing:
-    toy_fail_at = Option(default="", type=str, track=False,
-                         help="'<PluginClass>:<chunk_i>': raise ToyFailure there (tests)")
+    toy_fail_at = Option(
+        default="", type=str, track=False,
+        help="'<PluginClass>:<chunk_i>[@<run_id>]': raise toy_fail_with there (tests)")
+    toy_fail_with = Option(default="ToyFailure", type=str, track=False,
+                           help="exception class raised at toy_fail_at: ToyFailure or Unpicklable")
 
     def maybe_fail(self, chunk_i: int):
-        if self.toy_fail_at == f"{type(self).__name__}:{chunk_i}":
-            raise ToyFailure(f"{type(self).__name__} fails at chunk {chunk_i} as asked")
+        where, _, run = self.toy_fail_at.partition("@")
+        if where == f"{type(self).__name__}:{chunk_i}" and run in ("", self.run_id):
+            exc = Unpicklable if self.toy_fail_with == "Unpicklable" else ToyFailure
+            raise exc(f"{type(self).__name__} fails at chunk {chunk_i} as asked")
 
 
 class _ToySource(_Failing, Plugin):
