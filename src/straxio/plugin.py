@@ -674,7 +674,10 @@ class MergeOnlyPlugin(Plugin):
 
     def compute(self, **kwargs):
         (arr,) = (v for k, v in kwargs.items() if k not in ("chunk_i", "start", "end"))
-        return np.array(arr, dtype=self.output_dtypes[self.provides_tuple()[0]])
+        dtype = self.output_dtypes[self.provides_tuple()[0]]
+        # The inputs were merged into a new array already; copy only if the
+        # layout differs (e.g. a single input with padding).
+        return arr if arr.dtype == dtype else arr.astype(dtype)
 
     compute_inline = True  # a column copy: cheaper than a thread handoff
 

@@ -281,7 +281,7 @@ class _ComputeRunner:
             c.probes += 1
             c.probe_seconds += seconds
             if c.probes == INLINE_PROBES:
-                c.inline = c.probe_seconds / c.probes < INLINE_BELOW_SECONDS
+                c.inline = c.probe_seconds / c.probes < self.run.processor.inline_below_seconds
 
     def submit(self, plugin: Plugin, kwargs: dict) -> _Job:
         return self.run.submit(plugin, kwargs)
@@ -770,6 +770,10 @@ class Processor:
     mp_context
         multiprocessing start method of the process pool ("spawn" by default:
         forking a process that runs threads and an event loop is unsafe).
+    inline_below_seconds
+        Plugins with ``compute_inline = "auto"`` whose first computes in the
+        pool took less than this on average run inline on the loop from then
+        on (0 disables inlining).
 
     Example
     -------
@@ -783,7 +787,7 @@ class Processor:
     def __init__(self, context, targets, *, max_workers: int | None = None,
                  process_workers: int | None = None, max_chunks: int = 4,
                  max_bytes: int = 512 * 2**20, relax_bounds: bool = True,
-                 mp_context: str = "spawn"):
+                 mp_context: str = "spawn", inline_below_seconds: float = INLINE_BELOW_SECONDS):
         self.context = context
         self.targets = tuple([targets] if isinstance(targets, str) else targets)
         if not self.targets:
@@ -794,6 +798,7 @@ class Processor:
         self.max_bytes = max_bytes
         self.relax_bounds = relax_bounds
         self.mp_context = mp_context
+        self.inline_below_seconds = inline_below_seconds
         self._plans: dict[tuple[str, ...], Plan] = {}
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
