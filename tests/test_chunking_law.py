@@ -3,6 +3,8 @@ identical arrays, equal to a plain numpy reference computed without the engine."
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -41,7 +43,7 @@ async def test_output_is_independent_of_chunking(aloop, chunking, parallel):
                     assert chunk.data_type == target
                     parts.append(chunk)
                 stats = chunks.statistics()
-            for a, b in zip(parts[:-1], parts[1:]):
+            for a, b in itertools.pairwise(parts):
                 assert a.end == b.start, f"{target}: chunks do not touch"
             got = np.concatenate([c.data for c in parts])
             toy.assert_same_arrays(got, REFERENCE[target], target)

@@ -169,7 +169,7 @@ class BadLoop(straxio.LoopPlugin):
 
 
 def test_loop_plugin_must_return_one_row_per_base_row():
-    with pytest.raises(straxio.PluginError, match="returned .* rows for .* base rows"):
+    with pytest.raises(straxio.PluginError, match=r"returned .* rows for .* base rows"):
         run([BadLoop], "bad_loop")
 
 

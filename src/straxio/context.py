@@ -437,18 +437,13 @@ class Context:
         return _run_blocking(lambda: self.get_array_async(run_id, targets, **options))
 
     def get_df(self, run_id: str, targets, **options):
-        """Like :meth:`get_array`, as a pandas DataFrame (needs pandas)."""
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError("get_df needs pandas: pip install pandas") from None
-        arr = self.get_array(run_id, targets, **options)
-        cols = {}
-        for name in arr.dtype.names:
-            if arr.dtype[name].shape:
-                continue  # a DataFrame column holds scalars; use get_array for these
-            cols[name] = arr[name]
-        return pd.DataFrame(cols)
+        """Like :meth:`get_array`, as a pandas DataFrame (needs pandas).
+        Fields with a shape (waveforms) are left out: use get_array for them."""
+        return _to_df(self.get_array(run_id, targets, **options))
+
+    async def get_df_async(self, run_id: str, targets, **options):
+        """Async twin of :meth:`get_df`."""
+        return _to_df(await self.get_array_async(run_id, targets, **options))
 
     def get_iter(self, run_id: str, targets, **options) -> Iterator[Chunk]:
         """Yield chunks as they are computed, blocking between them.
@@ -460,6 +455,19 @@ class Context:
 
     def __repr__(self):
         return f"<straxio.Context with {len(self._providers)} data types>"
+
+
+def _to_df(arr: np.ndarray):
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("get_df needs pandas: pip install pandas") from None
+    cols = {}
+    for name in arr.dtype.names:
+        if arr.dtype[name].shape:
+            continue  # a DataFrame column holds scalars; use get_array for these
+        cols[name] = arr[name]
+    return pd.DataFrame(cols)
 
 
 # --------------------------------------------------------------------------- blocking helpers

@@ -52,7 +52,7 @@ from collections import deque
 import numpy as np
 
 from .chunk import Chunk, check_continuity
-from .exceptions import PipelineStalled, PluginError, RemoteError, StraxioError
+from .exceptions import PipelineStalled, PlanError, PluginError, RemoteError, StraxioError
 from .mailbox import Cursor, Mailbox, MailboxStatistics
 from .plugin import Batch, Plugin
 from .sync import Synchronizer
@@ -923,6 +923,11 @@ class Processor:
         targets = self.targets if target is None else target
         targets = tuple([targets] if isinstance(targets, str) else targets)
         plan = self.plan(targets)
+        kinds = {plan.nodes[plan.producer[t]].output_kinds[t] for t in targets}
+        if len(kinds) > 1:
+            raise PlanError(
+                f"targets {list(targets)} are of different kinds {sorted(kinds)}; only "
+                "targets of one kind can come back merged: iterate over them separately")
         run = _Run(self, plan, run_id, iter_targets=targets)
         run._build()
         assert run.output is not None
