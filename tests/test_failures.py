@@ -249,3 +249,26 @@ def test_processor_is_reusable_only_while_open():
 
     asyncio.run(main())
     assert_closed()
+
+
+@pytest.mark.asyncio
+async def test_closing_the_processor_stops_and_awaits_its_runs(aloop):
+    ctx = straxio.Context(register=toy.toy_plugins(),
+                          config={"toy_chunking": 4, "toy_source_pause": "Peaks"})
+    proc = ctx.processor("peak_basics")
+    errors = []
+
+    async def caller():
+        try:
+            await proc.run("run_closing")
+        except straxio.StraxioError as e:
+            errors.append(e)
+
+    async with proc:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(caller(), name="straxio-test:run")
+            await until(lambda: "run_closing" in proc.run_statistics())
+            await proc.aclose()
+            assert proc.statistics().active_runs == ()
+    assert len(errors) == 1 and "its processor was closed" in str(errors[0])
+    assert_closed()

@@ -197,3 +197,21 @@ class ShortOutput(straxio.Plugin):
 def test_output_must_cover_the_inputs_range():
     with pytest.raises(straxio.PluginError, match="output must cover the inputs' range"):
         run([ShortOutput], "short")
+
+
+class Scribbler(straxio.Plugin):
+    """Tries to write to its input, on every chunk."""
+
+    depends_on = "peaks"
+    provides = "scribbled"
+    dtype = PLAIN
+
+    def compute(self, peaks):
+        peaks["area"][:] = 0
+        return np.zeros(0, dtype=self.dtype)
+
+
+@pytest.mark.parametrize("chunking", [0, 4, 99])
+def test_inputs_are_read_only_whatever_the_chunking(chunking):
+    with pytest.raises(ValueError, match="read-only"):
+        run([Scribbler], "scribbled", toy_chunking=chunking)

@@ -581,7 +581,9 @@ class Chunk:
         -------
         Chunk
             Covering ``[chunks[0].start, chunks[-1].end)``. Its data are a new
-            array, except for a single input chunk, which is returned as is.
+            array, except when at most one input chunk has rows: then that
+            chunk's array is reused (no copy), and a single input chunk is
+            returned as is.
 
         Raises
         ------
@@ -609,7 +611,14 @@ class Chunk:
                     f"{first.run_id!r}: {kind} between [{prev.start}, {prev.end}) and "
                     f"[{c.start}, {c.end})"
                 )
-        return first._like(first.start, chunks[-1].end, np.concatenate([c.data for c in chunks]))
+        with_rows = [c for c in chunks if len(c)]
+        if len(with_rows) <= 1:
+            # Empty neighbours only widen the range: no copy (hot path of the
+            # synchronizer, whose leftovers are often empty).
+            data = (with_rows[0] if with_rows else first).data
+        else:
+            data = np.concatenate([c.data for c in with_rows])
+        return first._like(first.start, chunks[-1].end, data)
 
     @classmethod
     def empty(

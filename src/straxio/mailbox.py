@@ -136,6 +136,11 @@ class Mailbox:
 
     async def put(self, chunk: Chunk) -> None:
         """Publish ``chunk`` to every subscriber, waiting while the buffer is full."""
+        if self._error is not None:
+            # The run failed and told the readers; the producer is about to be
+            # cancelled. Dropping the chunk keeps that knock-on from posing as a
+            # second failure.
+            return
         if self._closed:
             raise StraxioError(f"mailbox {self.data_type!r}: put after close")
         while self._full():

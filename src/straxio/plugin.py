@@ -350,7 +350,7 @@ class Plugin:
 
     # ---------------------------------------------------------------- the user's code
 
-    def compute(self, **kwargs):
+    def compute(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
         """Compute one batch. Receives one array per input kind (keyword =
         kind name) and, if the signature names them, ``chunk_i``, ``start``
         and ``end``. Returns an array, a dict of arrays per provided type, or
@@ -383,7 +383,12 @@ class Plugin:
         """The keyword arguments of ``compute`` for one batch: one array per
         kind (or :class:`Contained` for non-base kinds under containment)."""
         kinds = batch.by_kind()
-        kwargs: dict[str, ty.Any] = {k: c.data for k, c in kinds.items()}
+        kwargs: dict[str, ty.Any] = {}
+        for k, c in kinds.items():
+            # Inputs are shared with other subscribers (or were merged for this
+            # call): computes must not write to them, whatever the chunking.
+            c.data.flags.writeable = False
+            kwargs[k] = c.data
         if self.containment:
             base = kinds[self.base_kind_name()].data
             for kind, chunk in kinds.items():

@@ -525,6 +525,8 @@ class _Run:
             group_error = eg
         finally:
             self.processor._runs.discard(self)
+            if not self.processor._runs:
+                self.processor._idle.set()
             self._finished = group_error is None and self._stop_reason is None
         if group_error is not None:
             raise self._first_failure(group_error)
@@ -808,6 +810,7 @@ class Processor:
         self._process_jobs = 0
         self._closed = False
         self._entered = False
+        self._idle = asyncio.Event()  # set whenever no run is going on
         # Plan now so that errors show before anything runs.
         self.plan(self.targets)
 
@@ -825,14 +828,19 @@ class Processor:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the pools. Runs still going are cancelled and awaited first."""
+        """Close the pools. Runs still going are stopped (they raise
+        StraxioError in their callers) and awaited first, so that shutting
+        the pools down only joins idle workers."""
         if self._closed:
             return
         self._closed = True
         for run in list(self._runs):
             run.stop("closed")
-        # Runs still going belong to other tasks; their kernels are awaited by
-        # them. Shutting down joins idle workers and waits for any in flight.
+        while self._runs:
+            # Runs belong to their callers' tasks; each ends within one chunk's
+            # compute once stopped. Wait for the last to say so.
+            self._idle.clear()
+            await self._idle.wait()
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
         if self._processes is not None:

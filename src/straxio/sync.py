@@ -66,8 +66,11 @@ class Synchronizer:
         self.bytes_in += chunk.nbytes
         buf = self._bufs[name]
         self._bufs[name] = chunk if buf is None else Chunk.concatenate([buf, chunk])
-        self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
         return True
+
+    def _note_held(self):
+        # What stays buffered between rounds: memory beyond the mailbox budgets.
+        self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
 
     def _error(self, message: str) -> ChunkError:
         return ChunkError(f"inputs of {self.owner} for run {self.run_id!r}: {message}")
@@ -127,12 +130,14 @@ class Synchronizer:
                 for n, e in ends.items():
                     if e == t:
                         grew |= await self._fetch(n)
+                self._note_held()
                 if not grew:
                     raise self._error(
                         f"no input can be cut after {start}: a row straddles the end of the "
                         "data of the inputs that ended earliest")
                 continue
             self._bufs = dict(rest.chunks)
+            self._note_held()
             start = first.end
             yield self._emit(first)
 
