@@ -25,7 +25,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from straxio.dtypes import check_time_dtype, endtime, merged_dtype
+from straxio.dtypes import check_time_dtype, endtime, field_names, fields, merged_dtype
 from straxio.exceptions import CannotSplit, ChunkError
 
 __all__ = [
@@ -229,8 +229,8 @@ def _without_titles(dtype: np.dtype) -> np.dtype:
     return np.dtype(
         {
             "names": list(names),
-            "formats": [dtype.fields[n][0] for n in names],
-            "offsets": [dtype.fields[n][1] for n in names],
+            "formats": [fields(dtype)[n][0] for n in names],
+            "offsets": [fields(dtype)[n][1] for n in names],
             "itemsize": dtype.itemsize,
         }
     )
@@ -553,8 +553,8 @@ class Chunk:
         data = np.empty(len(first), dtype=dtype)
         filled: set[str] = set()
         for c in chunks:
-            for name in c.dtype.names:
-                if name in dtype.names and name not in filled:
+            for name in field_names(c.dtype):
+                if name in field_names(dtype) and name not in filled:
                     data[name] = c.data[name]
                     filled.add(name)
         return cls._trusted(

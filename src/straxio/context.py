@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 import numpy as np
 
 from .chunk import Chunk
+from .dtypes import field_names, fields
 from .exceptions import ConfigError, PlanError, PluginError
 from .plugin import Plugin
 from .processor import Processor
@@ -374,8 +375,7 @@ class Context:
         plan = self.plan(data_type)
         dt = plan.nodes[plan.producer[data_type]].output_dtypes[data_type]
         rows = []
-        for name in dt.names:
-            f = dt.fields[name]
+        for name, f in fields(dt).items():
             rows.append(dict(field=name, dtype=str(f[0]), description=f[2] if len(f) > 2 else ""))
         return rows
 
@@ -463,7 +463,7 @@ def _to_df(arr: np.ndarray):
     except ImportError:
         raise ImportError("get_df needs pandas: pip install pandas") from None
     cols = {}
-    for name in arr.dtype.names:
+    for name in field_names(arr.dtype):
         if arr.dtype[name].shape:
             continue  # a DataFrame column holds scalars; use get_array for these
         cols[name] = arr[name]

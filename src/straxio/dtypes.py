@@ -30,6 +30,8 @@ __all__ = [
     "check_time_dtype",
     "endtime",
     "field_descriptions",
+    "field_names",
+    "fields",
     "has_endtime",
     "has_length_dt",
     "interval_dtype",
@@ -93,6 +95,18 @@ interval_dtype: np.dtype = np.dtype(time_fields())
 def _names(dtype: Any) -> tuple[str, ...]:
     names = np.dtype(dtype).names
     return names if names is not None else ()
+
+
+def field_names(dtype: Any) -> tuple[str, ...]:
+    """Field names of a structured dtype (empty for a plain one)."""
+    return _names(dtype)
+
+
+def fields(dtype: Any) -> Mapping[str, tuple]:
+    """``dtype.fields`` of a structured dtype (empty for a plain one):
+    name -> (dtype, offset[, title])."""
+    f = np.dtype(dtype).fields
+    return f if f is not None else {}
 
 
 def has_endtime(dtype: Any) -> bool:
@@ -176,7 +190,7 @@ def field_descriptions(dtype: Any) -> dict[str, str]:
     dtype = np.dtype(dtype)
     result = {}
     for name in _names(dtype):
-        entry = dtype.fields[name]
+        entry = fields(dtype)[name]
         title = entry[2] if len(entry) > 2 else None
         result[name] = "" if title is None else str(title)
     return result
@@ -229,7 +243,7 @@ def with_descriptions(dtype: Any, descriptions: Mapping[str, str]) -> np.dtype:
 
 def _entry(dtype: np.dtype, name: str) -> tuple[Any, np.dtype]:
     """A ``np.dtype([...])`` list entry for one field, keeping its title."""
-    entry = dtype.fields[name]
+    entry = fields(dtype)[name]
     key = (entry[2], name) if len(entry) > 2 and entry[2] is not None else name
     return key, entry[0]
 

@@ -30,7 +30,7 @@ import dataclasses
 import difflib
 import inspect
 import typing as ty
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 import numpy as np
 
@@ -359,7 +359,7 @@ class Plugin:
             f"plugin {type(self).__name__} must define compute() (or source() for a source)"
         )
 
-    async def source(self, run_id: str) -> AsyncIterator[Chunk]:
+    async def source(self, run_id: str) -> AsyncGenerator[ty.Any, None]:
         """Async generator yielding the chunks of a source (no depends_on)."""
         raise NotImplementedError(f"source plugin {type(self).__name__} must define source()")
         yield  # pragma: no cover
@@ -435,7 +435,7 @@ class Plugin:
             raise PluginError(f"plugin {type(self).__name__} used outside a processor")
         return await self._runner.call(fn, *args)
 
-    async def iter(self, batches: AsyncIterator[Batch]) -> AsyncIterator[ty.Any]:
+    async def iter(self, batches: AsyncIterator[Batch]) -> AsyncGenerator[ty.Any, None]:
         """The plugin as an async generator over synchronized input batches.
 
         Yields Chunks, or dicts of Chunks per provided type. Output chunks of
@@ -688,8 +688,9 @@ class MergeOnlyPlugin(Plugin):
 
 
 def _dtype_mismatch(data_type, expected: np.dtype, got: np.dtype) -> str:
-    if expected.names == got.names and all(
-        expected.fields[n][0] == got.fields[n][0] for n in expected.names
+    names = _dtypes.field_names(expected)
+    if names == _dtypes.field_names(got) and all(
+        _dtypes.fields(expected)[n][0] == _dtypes.fields(got)[n][0] for n in names
     ):
         return (f"output {data_type!r} has the right fields but different field titles "
                 f"(descriptions); build it with np.zeros(n, dtype=self.dtype_for({data_type!r}))")

@@ -534,7 +534,7 @@ class _Run:
             raise StraxioError(f"run {self.run_id!r} was stopped: its processor was closed")
         return self.statistics()
 
-    def _first_failure(self, eg: BaseExceptionGroup) -> BaseException:
+    def _first_failure(self, eg: BaseException) -> BaseException:
         if self.failures:
             first, _ = self.failures[0]
             for other, where in self.failures[1:]:
@@ -542,7 +542,7 @@ class _Run:
                     first.add_note(f"{_NOTE}at the same time, {where} failed with "
                                    f"{type(other).__name__}: {other}")
             return first
-        leaves = list(_leaves(eg))
+        leaves = list(_leaves(eg)) if isinstance(eg, BaseExceptionGroup) else [eg]
         return leaves[0] if leaves else eg
 
     def _spawn(self, tg: asyncio.TaskGroup, name: str, coro):
@@ -550,6 +550,7 @@ class _Run:
             coro.close()
             return
         task = tg.create_task(self._guard(name, coro), name=f"straxio:{self.run_id}:{name}")
+        assert self.monitor is not None
         self.monitor.add_task(task)
 
     async def _guard(self, name: str, coro):

@@ -80,10 +80,10 @@ class Synchronizer:
         start: int | None = None
         while True:
             for name in names:
-                while not self._exhausted[name] and (
-                    self._bufs[name] is None
-                    or (start is not None and self._bufs[name].end <= start)
-                ):
+                while not self._exhausted[name]:
+                    buf = self._bufs[name]
+                    if buf is not None and (start is None or buf.end > start):
+                        break
                     await self._fetch(name)
             bufs = self._bufs
             present = {n: b for n, b in bufs.items() if b is not None}

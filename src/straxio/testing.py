@@ -27,7 +27,7 @@ import zlib
 import numpy as np
 
 from .chunk import Chunk
-from .dtypes import time_fields
+from .dtypes import field_names, time_fields
 from .plugin import (
     Contained,
     CutPlugin,
@@ -116,12 +116,12 @@ def random_chunk_edges(data: np.ndarray, seed: int, run_length: int = RUN_LENGTH
     ends = data["endtime"]
     # A cut at t is safe when every row starting before t ends by t.
     run_max = np.maximum.accumulate(ends) if len(ends) else ends
-    safe = [0, run_length]
+    candidates = [0, run_length]
     for i in range(1, len(data)):
         if run_max[i - 1] <= data["time"][i]:
-            safe.append(int(data["time"][i]))
-            safe.append(int(run_max[i - 1]))
-    safe = np.unique(np.array(safe))
+            candidates.append(int(data["time"][i]))
+            candidates.append(int(run_max[i - 1]))
+    safe = np.unique(np.array(candidates))
     if n_cuts is None:
         n_cuts = int(rng.integers(1, max(2, len(safe))))
     cuts = rng.choice(safe, size=min(n_cuts, len(safe)), replace=True)
@@ -145,6 +145,7 @@ def _chunks_of(data, edges):
 
 
 class _Failing:
+    run_id: str
     toy_fail_at = Option(
         default="", type=str, track=False,
         help="'<PluginClass>:<chunk_i>[@<run_id>]': raise toy_fail_with there (tests)")
@@ -451,7 +452,7 @@ class ContainedPeaks(_Failing, Plugin):
 def toy_plugins(*, parallel: bool = False) -> list[type[Plugin]]:
     """The toy chain; with ``parallel`` the stateless plugins keep several
     chunks in flight."""
-    plain = [PeakBasics, PeakExtra, EventInfo, ContainedPeaks]
+    plain: list[type[Plugin]] = [PeakBasics, PeakExtra, EventInfo, ContainedPeaks]
     if parallel:
         plain = [type(p.__name__, (p,), {"parallel": True, "__module__": __name__})
                  for p in plain]
@@ -471,7 +472,7 @@ def reference(config: dict | None = None) -> dict[str, np.ndarray]:
     summary = np.zeros(len(peaks), dtype=np.dtype(
         [(n, d) for n, d in [("time", np.int64), ("endtime", np.int64), ("width", np.int64),
                              ("area_x2", np.float64), ("log_area", np.float64)]]))
-    for name in summary.dtype.names:
+    for name in field_names(summary.dtype):
         summary[name] = basics[name] if name in basics.dtype.names else extra[name]
     # Brute force containment: the first event holding each peak.
     inside = ((peaks["time"][:, None] >= events["time"][None, :])
@@ -505,7 +506,7 @@ def assert_same_arrays(got: np.ndarray, want: np.ndarray, what: str = "") -> Non
     (titles ignored), naming the first differing row."""
     label = f"{what}: " if what else ""
     assert len(got) == len(want), f"{label}{len(got)} rows, expected {len(want)}"
-    names = want.dtype.names if want.dtype.names else (None,)
+    names: tuple[str | None, ...] = field_names(want.dtype) or (None,)
     for name in names:
         g = got[name] if name else got
         w = want[name] if name else want
