@@ -182,8 +182,11 @@ def test_show_config_data_info_and_dependency_tree():
     rows = {r["option"]: r for r in ctx.show_config("cut_large_area")}
     assert rows["large_area"]["current"] == 99.0 and rows["large_area"]["default"] == 150.0
     assert rows["toy_chunking"]["tracked"] is False
-    info = {r["field"]: r for r in ctx.data_info("peak_basics")}
+    rows_info = ctx.data_info("peak_basics")
+    assert [r["field"] for r in rows_info] == ["time", "endtime", "width", "area_x2"]
+    info = {r["field"]: r for r in rows_info}
     assert info["width"]["description"] == "peak width in ns"
+    assert info["width"]["dtype"] == "int64"
     tree = ctx.dependency_tree("event_info")
     assert tree.splitlines()[0].startswith("event_info (EventInfo 0.1.0")
     assert "events (Events" in tree and "peaks (Peaks" in tree

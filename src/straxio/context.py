@@ -375,7 +375,8 @@ class Context:
         plan = self.plan(data_type)
         dt = plan.nodes[plan.producer[data_type]].output_dtypes[data_type]
         rows = []
-        for name, f in fields(dt).items():
+        for name in field_names(dt):  # dtype.fields also lists titles as keys
+            f = fields(dt)[name]
             rows.append(dict(field=name, dtype=str(f[0]), description=f[2] if len(f) > 2 else ""))
         return rows
 
