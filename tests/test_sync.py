@@ -1,0 +1,107 @@
+"""The synchronizer: inputs chunked differently come out cut to common
+ranges, with no row straddling a cut and every row seen exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import straxio
+from straxio.dtypes import time_fields
+from straxio.mailbox import Mailbox
+from straxio.sync import Synchronizer
+
+DTYPE = np.dtype(time_fields())
+RUN_END = 1000
+
+
+@st.composite
+def intervals(draw, max_rows=30):
+    n = draw(st.integers(0, max_rows))
+    times = sorted(draw(st.lists(st.integers(0, RUN_END - 1), min_size=n, max_size=n)))
+    x = np.zeros(n, dtype=DTYPE)
+    x["time"] = times
+    x["endtime"] = [min(RUN_END, t + draw(st.integers(0, 80))) for t in times]
+    return x
+
+
+def safe_cuts(x):
+    """Times where no row straddles."""
+    cuts = {0, RUN_END}
+    for t in range(RUN_END):
+        if not np.any((x["time"] < t) & (x["endtime"] > t)):
+            cuts.add(t)
+    return sorted(cuts)
+
+
+@st.composite
+def chunked(draw):
+    x = draw(intervals())
+    cuts = safe_cuts(x)
+    edges = sorted(draw(st.lists(st.sampled_from(cuts), max_size=8)) + [0, RUN_END])
+    return x, edges
+
+
+def chunks_of(name, x, edges):
+    out = []
+    for s, e in zip(edges[:-1], edges[1:], strict=True):
+        rows = x[(x["time"] >= s) & ((x["time"] < e) | ((x["time"] == e) & (e == RUN_END)))]
+        out.append(straxio.Chunk(data_type=name, data_kind=name, dtype=DTYPE, run_id="r",
+                                 start=s, end=e, data=rows))
+    return out
+
+
+async def synchronize(inputs):
+    boxes = {n: Mailbox(n, max_chunks=2) for n in inputs}
+    cursors = {n: mb.subscribe("sync") for n, mb in boxes.items()}
+    batches = []
+
+    async def produce(name, chunks):
+        for c in chunks:
+            await boxes[name].put(c)
+        boxes[name].close()
+
+    async def consume():
+        async for b in Synchronizer("r", cursors, "test"):
+            batches.append(b)
+
+    async with asyncio.TaskGroup() as tg:
+        for n, chunks in inputs.items():
+            tg.create_task(produce(n, chunks), name=f"straxio-test:produce-{n}")
+        tg.create_task(consume(), name="straxio-test:sync")
+    return batches
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=chunked(), b=chunked())
+def test_inputs_chunked_differently_are_cut_to_common_ranges(a, b):
+    (xa, ea), (xb, eb) = a, b
+    batches = asyncio.run(synchronize({"a": chunks_of("a", xa, ea),
+                                       "b": chunks_of("b", xb, eb)}))
+    assert batches, "no batch at all"
+    assert batches[0].start == 0 and batches[-1].end == RUN_END
+    for prev, nxt in zip(batches[:-1], batches[1:], strict=True):
+        assert prev.end == nxt.start
+    for i, batch in enumerate(batches):
+        assert batch.chunk_i == i
+        for c in batch.chunks.values():
+            assert (c.start, c.end) == (batch.start, batch.end)  # one common range
+    for name, x in (("a", xa), ("b", xb)):
+        got = np.concatenate([b.chunks[name].data for b in batches])
+        np.testing.assert_array_equal(got, x)  # every row once, in order
+
+
+def test_inputs_ending_at_different_times_is_an_error():
+    a = chunks_of("a", np.zeros(0, DTYPE), [0, RUN_END])
+    b = [straxio.Chunk(data_type="b", data_kind="b", dtype=DTYPE, run_id="r", start=0,
+                       end=RUN_END // 2, data=np.zeros(0, DTYPE))]
+    with pytest.raises(ExceptionGroup) as info:
+        asyncio.run(synchronize({"a": a, "b": b}))
+    (err,) = info.value.exceptions
+    assert isinstance(err, straxio.ChunkError)
+    assert "inputs of test for run 'r'" in str(err)
+    assert "ended while" in str(err) or "different times" in str(err)
