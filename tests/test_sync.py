@@ -4,6 +4,7 @@ ranges, with no row straddling a cut and every row seen exactly once."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import numpy as np
 import pytest
@@ -42,13 +43,13 @@ def safe_cuts(x):
 def chunked(draw):
     x = draw(intervals())
     cuts = safe_cuts(x)
-    edges = sorted(draw(st.lists(st.sampled_from(cuts), max_size=8)) + [0, RUN_END])
+    edges = sorted([*draw(st.lists(st.sampled_from(cuts), max_size=8)), 0, RUN_END])
     return x, edges
 
 
 def chunks_of(name, x, edges):
     out = []
-    for s, e in zip(edges[:-1], edges[1:], strict=True):
+    for s, e in itertools.pairwise(edges):
         rows = x[(x["time"] >= s) & ((x["time"] < e) | ((x["time"] == e) & (e == RUN_END)))]
         out.append(straxio.Chunk(data_type=name, data_kind=name, dtype=DTYPE, run_id="r",
                                  start=s, end=e, data=rows))
@@ -84,7 +85,7 @@ def test_inputs_chunked_differently_are_cut_to_common_ranges(a, b):
                                        "b": chunks_of("b", xb, eb)}))
     assert batches, "no batch at all"
     assert batches[0].start == 0 and batches[-1].end == RUN_END
-    for prev, nxt in zip(batches[:-1], batches[1:], strict=True):
+    for prev, nxt in itertools.pairwise(batches):
         assert prev.end == nxt.start
     for i, batch in enumerate(batches):
         assert batch.chunk_i == i
