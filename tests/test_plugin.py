@@ -215,3 +215,34 @@ class Scribbler(straxio.Plugin):
 def test_inputs_are_read_only_whatever_the_chunking(chunking):
     with pytest.raises(ValueError, match="read-only"):
         run([Scribbler], "scribbled", toy_chunking=chunking)
+
+
+class GetsCostly(straxio.Plugin):
+    """Cheap for 20 chunks, then far more expensive."""
+
+    __version__ = "0.1.0"
+    depends_on = "peaks"
+    provides = "gets_costly"
+    dtype = PLAIN
+    where: dict = {}
+
+    def compute(self, peaks, chunk_i):
+        GetsCostly.where[chunk_i] = threading.current_thread().name
+        if chunk_i >= 20:
+            time.sleep(0.003)
+        return np.zeros(0, dtype=self.dtype)
+
+
+@pytest.mark.asyncio
+async def test_inline_compute_that_gets_expensive_goes_back_to_the_pool(aloop):
+    GetsCostly.where = {}
+    ctx = straxio.Context(register=[toy.Peaks, GetsCostly],
+                          config={"toy_chunking": 99, "n_peaks": 80})
+    # Back to the pool above 10 x 0.2 ms; the cheap computes take microseconds.
+    async with ctx.processor("gets_costly", inline_below_seconds=0.0002) as proc:
+        stats = (await proc.run("r")).components["GetsCostly"]
+    n = stats.compute_calls
+    assert n > 30
+    assert GetsCostly.where[10] == "MainThread"  # cheap: inline after 8 probes
+    assert GetsCostly.where[20] == "MainThread"  # the first expensive one, measured inline
+    assert all(GetsCostly.where[i].startswith("straxio") for i in range(21, n))

@@ -275,13 +275,17 @@ class _ComputeRunner:
         c = self.counters
         c.compute_calls += 1
         c.compute_seconds += seconds
+        threshold = self.run.processor.inline_below_seconds
         if inline:
             c.inline_calls += 1
+            if seconds > 10 * threshold:
+                # Got expensive (bigger chunks?): back to the pool, measure again.
+                c.inline, c.probes, c.probe_seconds = False, 0, 0.0
         elif c.probes < INLINE_PROBES:
             c.probes += 1
             c.probe_seconds += seconds
             if c.probes == INLINE_PROBES:
-                c.inline = c.probe_seconds / c.probes < self.run.processor.inline_below_seconds
+                c.inline = c.probe_seconds / c.probes < threshold
 
     def submit(self, plugin: Plugin, kwargs: dict) -> _Job:
         return self.run.submit(plugin, kwargs)
