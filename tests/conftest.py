@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import pytest_asyncio
 import uvloop
 
@@ -35,3 +36,11 @@ async def aloop(request):
     toy.TOY_RELEASE.reset()
     yield got
     assert not straxio_tasks(), f"tasks left behind: {straxio_tasks()}"
+
+
+def pytest_collection_modifyitems(config, items):
+    # Every async test must say which loop it ran on (the aloop fixture).
+    missing = [i.nodeid for i in items
+               if i.get_closest_marker("asyncio") and "aloop" not in i.fixturenames]
+    if missing:
+        raise pytest.UsageError(f"async tests without the aloop fixture: {missing}")
