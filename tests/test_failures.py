@@ -211,26 +211,37 @@ async def test_concurrent_run_completes_while_another_fails(aloop):
     assert_closed()
 
 
-class Raiser(straxio.Plugin):
+class BrokenDAQ(straxio.Plugin):
+    """A source failing on its first step."""
+
     __version__ = "0.1.0"
-    depends_on = "peaks"
-    provides = "raised"
+    provides = "daq_a"
     dtype = toy.EVENT_DTYPE
 
-    def compute(self, peaks, chunk_i):
-        if chunk_i == 1:
-            raise ZeroDivisionError("second failure")
-        return np.zeros(0, dtype=self.dtype)
+    async def source(self, run_id):
+        raise ConnectionError(f"{type(self).__name__} lost the DAQ")
+        yield  # pragma: no cover
+
+
+class BrokenDAQ2(BrokenDAQ):
+    provides = "daq_b"
+
+    async def source(self, run_id):
+        raise TimeoutError("second DAQ timed out")
+        yield  # pragma: no cover
 
 
 @pytest.mark.asyncio
 async def test_first_failure_is_raised_and_others_listed_in_notes(aloop):
-    ctx = straxio.Context(register=[*toy.toy_plugins(), Raiser],
-                          config={"toy_chunking": 4, "toy_fail_at": "PeakBasics:1"})
-    async with ctx.processor(["peak_basics", "raised"]) as proc:
-        with pytest.raises((toy.ToyFailure, ZeroDivisionError)) as info:
+    # Both sources fail in their first step, before cancellation can reach either.
+    ctx = straxio.Context(register=[BrokenDAQ, BrokenDAQ2])
+    async with ctx.processor(["daq_a", "daq_b"]) as proc:
+        with pytest.raises((ConnectionError, TimeoutError)) as info:
             await proc.run("run_two")
         assert not isinstance(info.value, BaseExceptionGroup)
+        notes = "\n".join(info.value.__notes__)
+        other = "TimeoutError" if isinstance(info.value, ConnectionError) else "ConnectionError"
+        assert "at the same time, plugin" in notes and other in notes, notes
         assert_idle(proc)
     assert_closed()
 
