@@ -241,11 +241,6 @@ def test_empty_run_gives_empty_array_of_the_right_dtype():
     assert len(ctx.get_array("r", "event_info")) == 0
 
 
-def test_storage_is_not_silently_ignored():
-    with pytest.raises(straxio.ConfigError, match="keeps no data"):
-        straxio.Context(storage="./somewhere")
-
-
 def test_targets_of_different_kinds_cannot_come_back_merged():
     with pytest.raises(straxio.PlanError, match="different kinds"):
         toy_context().get_array("r", ["peak_basics", "event_info"])

@@ -13,7 +13,7 @@ from .chunk import (
     split_by_containment,
     touching_windows,
 )
-from .context import Context, DataKey, Plan, PlanNode, deterministic_hash
+from .context import Context, DataKey, Plan, PlanNode, Selection, deterministic_hash
 from .dtypes import (
     field_descriptions,
     interval_dtype,
@@ -26,6 +26,9 @@ from .exceptions import (
     CannotSplit,
     ChunkError,
     ConfigError,
+    DataCorrupted,
+    DataNotAvailable,
+    KeyLocked,
     PipelineStalled,
     PlanError,
     PluginError,
@@ -42,6 +45,7 @@ from .plugin import (
     Option,
     OverlapWindowPlugin,
     Plugin,
+    SaveWhen,
 )
 from .processor import ComponentStatistics, Processor, ProcessorStatistics, RunStatistics
 
@@ -58,7 +62,10 @@ __all__ = [
     "Context",
     "Cursor",
     "CutPlugin",
+    "DataCorrupted",
     "DataKey",
+    "DataNotAvailable",
+    "KeyLocked",
     "LoopPlugin",
     "Mailbox",
     "MailboxStatistics",
@@ -75,6 +82,8 @@ __all__ = [
     "ProcessorStatistics",
     "RemoteError",
     "RunStatistics",
+    "SaveWhen",
+    "Selection",
     "StraxioError",
     "check_continuity",
     "deterministic_hash",

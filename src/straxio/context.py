@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import inspect
 import json
+import os
 import queue
 import threading
 import types
@@ -22,13 +23,14 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from .chunk import Chunk
+from .chunk import Chunk, endtime
 from .dtypes import field_names, fields
 from .exceptions import ConfigError, PlanError, PluginError
 from .plugin import Plugin
 from .processor import Processor
+from .storage.base import StorageKey, Store, StoredData, StoredEntry
 
-__all__ = ["Context", "DataKey", "Plan", "PlanNode", "deterministic_hash"]
+__all__ = ["Context", "DataKey", "Plan", "PlanNode", "Selection", "deterministic_hash"]
 
 
 # --------------------------------------------------------------------------- lineage
@@ -128,8 +130,11 @@ class Context:
     Parameters
     ----------
     storage
-        Where processed data is kept. ``None`` (the default) keeps nothing:
-        everything is computed from the sources.
+        Where processed data is kept: a folder path (a
+        :class:`~straxio.storage.DirectoryStore`), a
+        :class:`~straxio.storage.Store`, or a list of them in priority order
+        (data loads from the first store that has it and is written to the
+        first writable one). ``None`` (the default) keeps nothing.
     config
         Option values, one flat namespace for all plugins (as in strax).
     register
@@ -146,11 +151,7 @@ class Context:
 
     def __init__(self, *, storage=None, config: Mapping[str, ty.Any] | None = None,
                  register: Iterable[type[Plugin]] = (), **processor_options):
-        if storage is not None:
-            raise ConfigError(
-                f"storage={storage!r}: this version of straxio keeps no data; "
-                "pass storage=None (storage is the next milestone)")
-        self.storage = storage
+        self.stores = _stores(storage)
         self._providers: dict[str, list[type[Plugin]]] = {}
         self.config: dict[str, ty.Any] = {}
         self.processor_options = dict(processor_options)
@@ -397,22 +398,53 @@ class Context:
         draw(target, "", True, True)
         return "\n".join(lines)
 
+    # --------------------------------------------------------------- storage
+
+    def _find_stored(self, run_id: str, data_type: str, lineage_hash: str) -> StoredData | None:
+        key = StorageKey(run_id, data_type, lineage_hash)
+        for store in self.stores:
+            found = store.find(key)
+            if found is not None:
+                return found
+        return None
+
+    def _writable_store(self) -> Store | None:
+        return next((s for s in self.stores if not s.readonly), None)
+
+    def is_stored(self, run_id: str, target: str) -> bool:
+        """Whether complete data for ``target`` of ``run_id`` (with the current
+        lineage) is in one of the stores. Reads metadata only; changes
+        nothing. Raises DataCorrupted if the data is there but its metadata
+        is broken."""
+        key = self.key_for(run_id, target)
+        return self._find_stored(run_id, target, key.lineage_hash) is not None
+
+    def list_stored(self) -> list[StoredEntry]:
+        """Everything in every store: complete data, and leftovers of writes
+        in progress, failed or interrupted ("writing", "failed", "stale")."""
+        return [e for s in self.stores for e in s.list_stored()]
+
     # --------------------------------------------------------------- running
 
     def processor(self, targets, **options) -> Processor:
         """A :class:`Processor` for ``targets``; use it as an async context manager."""
         return Processor(self, targets, **{**self.processor_options, **options})
 
-    async def get_array_async(self, run_id: str, targets, **options) -> np.ndarray:
+    async def get_array_async(self, run_id: str, targets, *, time_range=None,
+                              seconds_range=None, time_selection: str = "fully_contained",
+                              selection=None, keep_columns=None, drop_columns=None, save=(),
+                              **options) -> np.ndarray:
         """Async twin of :meth:`get_array`."""
+        sel = Selection.make(time_range=time_range, seconds_range=seconds_range,
+                             time_selection=time_selection, selection=selection)
         parts = []
         async with self.processor(targets, **options) as proc:
-            async with proc.iter(run_id, targets) as chunks:
+            async with proc.iter(run_id, targets, save=save, selection=sel) as chunks:
                 async for chunk in chunks:
                     parts.append(chunk.data)
-        if not parts:
-            return np.zeros(0, dtype=self._output_dtype(targets))
-        return np.concatenate(parts)
+        arr = (np.concatenate(parts) if parts
+               else np.zeros(0, dtype=self._output_dtype(targets)))
+        return _columns(arr, keep_columns, drop_columns)
 
     def _output_dtype(self, targets) -> np.dtype:
         targets = tuple([targets] if isinstance(targets, str) else targets)
@@ -421,19 +453,42 @@ class Context:
         dts = [plan.nodes[plan.producer[t]].output_dtypes[t] for t in targets]
         return dts[0] if len(dts) == 1 else merged_dtype(dts)
 
-    async def iter_async(self, run_id: str, targets, **options) -> AsyncIterator[Chunk]:
+    async def iter_async(self, run_id: str, targets, *, time_range=None, seconds_range=None,
+                         time_selection: str = "fully_contained", selection=None, save=(),
+                         **options) -> AsyncIterator[Chunk]:
         """Async twin of :meth:`get_iter`: yields chunks; closing it stops the run."""
+        sel = Selection.make(time_range=time_range, seconds_range=seconds_range,
+                             time_selection=time_selection, selection=selection)
         async with self.processor(targets, **options) as proc:
-            async with proc.iter(run_id, targets) as chunks:
+            async with proc.iter(run_id, targets, save=save, selection=sel) as chunks:
                 async for chunk in chunks:
                     yield chunk
 
     def get_array(self, run_id: str, targets, **options) -> np.ndarray:
-        """Compute ``targets`` for ``run_id`` and return one numpy array.
+        """Load or compute ``targets`` for ``run_id`` and return one numpy array.
 
         Several targets of the same kind come back merged column-wise. Blocks;
         from inside a running event loop (Jupyter) it runs on a private loop in
         a worker thread.
+
+        Parameters
+        ----------
+        time_range : (int, int), optional
+            Only rows in ``[t0, t1)`` (ns since the epoch). Stored targets open
+            only the chunk files overlapping the range; a computed target is
+            computed whole (and saved), then selected.
+        seconds_range : (float, float), optional
+            The same in seconds from the start of the run.
+        time_selection : "fully_contained" or "touching"
+            Rows fully inside the range, or overlapping it (strax's names).
+        selection : callable, optional
+            ``selection(array) -> bool mask`` applied to every chunk.
+        keep_columns, drop_columns : list of str, optional
+            Fields of the returned array.
+        save : list of str
+            Types to save although their ``save_when`` is EXPLICIT.
+        **options
+            Processor options (``max_workers``, ``max_chunks``, ...).
         """
         return _run_blocking(lambda: self.get_array_async(run_id, targets, **options))
 
@@ -456,6 +511,107 @@ class Context:
 
     def __repr__(self):
         return f"<straxio.Context with {len(self._providers)} data types>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which rows of a target the caller gets (time range and a mask)."""
+
+    time_range: tuple[int, int] | None = None
+    seconds_range: tuple[float, float] | None = None
+    time_selection: str = "fully_contained"
+    selection: ty.Callable[[np.ndarray], np.ndarray] | None = None
+
+    @classmethod
+    def make(cls, *, time_range=None, seconds_range=None, time_selection="fully_contained",
+             selection=None) -> Selection | None:
+        if time_range is not None and seconds_range is not None:
+            raise ConfigError("give time_range (ns) or seconds_range (s from run start), "
+                              "not both")
+        if time_selection not in ("fully_contained", "touching"):
+            raise ConfigError(f"time_selection={time_selection!r}: use 'fully_contained' "
+                              "or 'touching'")
+        for name, r in (("time_range", time_range), ("seconds_range", seconds_range)):
+            if r is not None and (len(r) != 2 or r[0] > r[1]):
+                raise ConfigError(f"{name}={r!r}: give (start, end) with start <= end")
+        if selection is not None and not callable(selection):
+            raise ConfigError("selection must be a callable: array -> boolean mask")
+        if time_range is None and seconds_range is None and selection is None:
+            return None
+        return cls(None if time_range is None else (int(time_range[0]), int(time_range[1])),
+                   seconds_range, time_selection, selection)
+
+    def absolute_range(self, run_start: int) -> tuple[int, int] | None:
+        if self.time_range is not None:
+            return self.time_range
+        if self.seconds_range is not None:
+            s0, s1 = self.seconds_range
+            return run_start + round(s0 * 1e9), run_start + round(s1 * 1e9)
+        return None
+
+    def apply(self, chunk: Chunk, run_start: int) -> Chunk:
+        x = chunk.data
+        mask = np.ones(len(x), dtype=bool)
+        r = self.absolute_range(run_start)
+        if r is not None:
+            t0, t1 = r
+            ends = endtime(x)
+            if self.time_selection == "fully_contained":
+                mask &= (x["time"] >= t0) & (ends <= t1)
+            else:
+                mask &= (x["time"] < t1) & (ends > t0)
+        if self.selection is not None:
+            user = np.asarray(self.selection(x))
+            if user.shape != (len(x),) or user.dtype != np.bool_:
+                raise ConfigError(
+                    f"selection returned {user.dtype} of shape {user.shape} for "
+                    f"{len(x)} rows of {chunk.data_type!r}; return one bool per row")
+            mask &= user
+        if mask.all():
+            return chunk
+        data = x[mask]
+        return Chunk(data_type=chunk.data_type, data_kind=chunk.data_kind, dtype=chunk.dtype,
+                     run_id=chunk.run_id, start=chunk.start, end=chunk.end, data=data)
+
+
+def _columns(arr: np.ndarray, keep, drop) -> np.ndarray:
+    names = list(field_names(arr.dtype))
+    if keep is not None:
+        keep = [keep] if isinstance(keep, str) else list(keep)
+        unknown = sorted(set(keep) - set(names))
+        if unknown:
+            raise ConfigError(f"keep_columns {unknown} are not fields; fields: {names}")
+        names = [n for n in names if n in keep]
+    if drop is not None:
+        drop = [drop] if isinstance(drop, str) else list(drop)
+        unknown = sorted(set(drop) - set(field_names(arr.dtype)))
+        if unknown:
+            raise ConfigError(f"drop_columns {unknown} are not fields; fields: {names}")
+        names = [n for n in names if n not in drop]
+    if names == list(field_names(arr.dtype)):
+        return arr
+    out = np.zeros(len(arr), dtype=[(n, arr.dtype[n]) for n in names])
+    for n in names:
+        out[n] = arr[n]
+    return out
+
+
+def _stores(storage) -> list[Store]:
+    from .storage import DirectoryStore
+
+    if storage is None:
+        return []
+    items = storage if isinstance(storage, (list, tuple)) else [storage]
+    out: list[Store] = []
+    for s in items:
+        if isinstance(s, Store):
+            out.append(s)
+        elif isinstance(s, (str, os.PathLike)):
+            out.append(DirectoryStore(s))
+        else:
+            raise ConfigError(f"storage={s!r}: give a folder path, a straxio.storage.Store, "
+                              "or a list of them")
+    return out
 
 
 def _to_df(arr: np.ndarray):

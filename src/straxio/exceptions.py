@@ -14,6 +14,9 @@ __all__ = [
     "CannotSplit",
     "ChunkError",
     "ConfigError",
+    "DataCorrupted",
+    "DataNotAvailable",
+    "KeyLocked",
     "PipelineStalled",
     "PlanError",
     "PluginError",
@@ -77,3 +80,31 @@ class RemoteError(StraxioError):
 
     def __reduce__(self):
         return (type(self), (self.type_name, self.message, self.traceback_text))
+
+
+class DataCorrupted(StraxioError):
+    """Raised when stored data fails verification: a missing, truncated or
+    altered chunk file, or metadata that is unreadable or inconsistent. The
+    message names the path and the chunk, and how to recompute."""
+
+    def __init__(self, message: str, *, path: str = "", chunk_index: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.chunk_index = chunk_index
+
+    def __reduce__(self):
+        return (_rebuild_corrupted, (str(self), self.path, self.chunk_index))
+
+
+def _rebuild_corrupted(message, path, chunk_index):
+    return DataCorrupted(message, path=path, chunk_index=chunk_index)
+
+
+class DataNotAvailable(StraxioError):
+    """Raised when data is asked for that is neither stored nor computable
+    (e.g. a load-only request for data no store holds)."""
+
+
+class KeyLocked(StraxioError):
+    """Raised when a second writer tries to write data for a key that another
+    writer (this process or another) is writing now."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import inspect
 import typing as ty
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -47,9 +48,24 @@ __all__ = [
     "Option",
     "OverlapWindowPlugin",
     "Plugin",
+    "SaveWhen",
 ]
 
 _MISSING = object()
+
+
+class SaveWhen(enum.IntEnum):
+    """When a plugin's output is saved (strax's names and meanings).
+
+    NEVER: never. EXPLICIT: only when the caller names the type in ``save=``.
+    TARGET: when it is a target of the call (or named in ``save=``).
+    ALWAYS: whenever it is computed and a writable store is configured.
+    """
+
+    NEVER = 0
+    EXPLICIT = 1
+    TARGET = 2
+    ALWAYS = 3
 
 
 class Option:
@@ -259,6 +275,14 @@ class Plugin:
         Ask for containment synchronization (see :class:`Contained`).
     compute_inline : "auto", True or False
         "auto" runs computes measured cheaper than a thread handoff on the loop.
+    save_when : SaveWhen, or dict of them per provided type
+        When the output is saved (default ALWAYS, as in strax).
+    compression_level : int
+        zstandard level of the saved chunk files.
+    rechunk_on_save : bool
+        Join consecutive output chunks into files of about
+        ``chunk_target_size_mb`` (cutting only where chunks touch, i.e. at
+        gaps); False keeps the chunking as produced.
     """
 
     provides: ty.ClassVar[str | tuple[str, ...]] = ()
@@ -272,6 +296,10 @@ class Plugin:
     base_kind: ty.ClassVar[str | None] = None
     containment: ty.ClassVar[bool] = False
     compute_inline: ty.ClassVar[ty.Any] = "auto"
+    save_when: ty.ClassVar[ty.Any] = SaveWhen.ALWAYS
+    compression_level: ty.ClassVar[int] = 3
+    rechunk_on_save: ty.ClassVar[bool] = True
+    chunk_target_size_mb: ty.ClassVar[float] = 200.0
 
     # Filled per run by the engine.
     config: dict[str, ty.Any]

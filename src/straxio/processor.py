@@ -54,11 +54,19 @@ import numpy as np
 from .chunk import Chunk, check_continuity
 from .exceptions import PipelineStalled, PlanError, PluginError, RemoteError, StraxioError
 from .mailbox import Cursor, Mailbox, MailboxStatistics
-from .plugin import Batch, Plugin
+from .plugin import Batch, Plugin, SaveWhen
+from .storage.base import StorageKey, StoredData
+from .storage.codec import dtype_to_json
+from .storage.tasks import load_into, save_from
 from .sync import Synchronizer
 
 if ty.TYPE_CHECKING:
-    from .context import Plan
+    from .context import Plan, PlanNode, Selection
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
 
 __all__ = ["ComponentStatistics", "Processor", "ProcessorStatistics", "RunStatistics"]
 
@@ -150,6 +158,7 @@ class _Counters:
         self.compute_calls = self.inline_calls = 0
         self.compute_seconds = 0.0
         self.sync: Synchronizer | None = None
+        self.peak_held_bytes = 0  # held outside mailboxes by the task itself
         # inline decision for "auto"
         self.probe_seconds = 0.0
         self.probes = 0
@@ -163,7 +172,8 @@ class _Counters:
             bytes_in=self.bytes_in, chunks_out=self.chunks_out, bytes_out=self.bytes_out,
             compute_calls=self.compute_calls, inline_calls=self.inline_calls,
             compute_seconds=self.compute_seconds,
-            peak_held_bytes=self.sync.peak_held_bytes if self.sync else 0)
+            peak_held_bytes=max(self.peak_held_bytes,
+                                self.sync.peak_held_bytes if self.sync else 0))
 
 
 # --------------------------------------------------------------------------- executors
@@ -406,11 +416,17 @@ class _Run:
     """Everything that belongs to one run: mailboxes, tasks, monitor, statistics."""
 
     def __init__(self, processor: Processor, plan: Plan, run_id: str, *,
-                 iter_targets: tuple[str, ...] | None):
+                 iter_targets: tuple[str, ...] | None, save: tuple[str, ...] = (),
+                 selection: Selection | None = None):
         self.processor = processor
         self.plan = plan
         self.run_id = run_id
         self.iter_targets = iter_targets
+        self.outputs = iter_targets if iter_targets is not None else plan.targets
+        self.save = save
+        self.selection = selection
+        self.loaded: dict[str, StoredData] = {}
+        self.savers: dict[str, Cursor] = {}
         self.failures: list[tuple[BaseException, str]] = []
         self.mailboxes: dict[str, Mailbox] = {}
         self.counters: dict[str, _Counters] = {}
@@ -422,16 +438,63 @@ class _Run:
 
     # --------------------------------------------------------------- building
 
+    def _decide(self) -> list[PlanNode]:
+        """Which plugins to run and which types to load for this run: walk
+        from the outputs; a type found complete in a store is loaded and
+        nothing upstream of it runs."""
+        plan = self.plan
+        compute: set[str] = set()
+        seen: set[str] = set()
+        todo = list(self.outputs)
+        while todo:
+            d = todo.pop()
+            if d in seen:
+                continue
+            seen.add(d)
+            node = plan.nodes[plan.producer[d]]
+            if node.name in compute:
+                continue
+            stored = self.processor.context._find_stored(self.run_id, d, plan.lineage_hash(d))
+            if stored is not None:
+                self.loaded[d] = stored
+                continue
+            compute.add(node.name)
+            todo.extend(node.depends_on)
+        # A plugin that runs provides all its types; none of them is loaded.
+        for d in list(self.loaded):
+            if plan.producer[d] in compute:
+                del self.loaded[d]
+        return [n for n in plan.nodes.values() if n.name in compute]
+
+    def _should_save(self, node: PlanNode, data_type: str) -> bool:
+        policy = node.plugin_class.save_when
+        if isinstance(policy, dict):
+            policy = policy[data_type]
+        policy = SaveWhen(policy)
+        if policy is SaveWhen.NEVER:
+            return False
+        if policy is SaveWhen.EXPLICIT:
+            return data_type in self.save
+        if policy is SaveWhen.TARGET:
+            return data_type in self.save or data_type in self.outputs
+        return True
+
     def _build(self):
         p = self.processor
         self.monitor = _Monitor(self, relax=p.relax_bounds)
         plan = self.plan
-        for dt in plan.data_types:
+        nodes = self._decide()
+        types = list(self.loaded) + [d for n in nodes for d in n.provides]
+        for dt in types:
             self.mailboxes[dt] = Mailbox(dt, max_chunks=p.max_chunks, max_bytes=p.max_bytes,
                                          monitor=self.monitor)
+        for d in self.loaded:
+            self.counters[f"load:{d}"] = _Counters(f"load:{d}", "load", (d,))
         self.plugins: dict[str, Plugin] = {}
         self.cursors: dict[str, dict[str, Cursor]] = {}
-        for node in plan.nodes.values():
+        self.nodes = {n.name: n for n in nodes}
+        writable = p.context._writable_store()
+        for node in nodes:
             plugin = node.plugin_class()
             plugin._bind(**node.bind(self.run_id))
             try:
@@ -446,6 +509,10 @@ class _Run:
             self.counters[node.name] = counters
             self.cursors[node.name] = {
                 d: self.mailboxes[d].subscribe(node.name) for d in node.depends_on}
+            for d in node.provides:
+                if writable is not None and self._should_save(node, d):
+                    self.savers[d] = self.mailboxes[d].subscribe(f"save:{d}")
+                    self.counters[f"save:{d}"] = _Counters(f"save:{d}", "save", ())
         self.sinks: dict[str, dict[str, Cursor]] = {}
         if self.iter_targets is None:
             for t in plan.targets:
@@ -514,10 +581,14 @@ class _Run:
         group_error: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as tg:
-                for name, node in self.plan.nodes.items():
+                for name, node in self.nodes.items():
                     coro = (self._source(node, self.plugins[name]) if node.is_source
                             else self._plugin(node, self.plugins[name]))
                     self._spawn(tg, name, coro)
+                for d, stored in self.loaded.items():
+                    self._spawn(tg, f"load:{d}", self._load(d, stored))
+                for d, cursor in self.savers.items():
+                    self._spawn(tg, f"save:{d}", self._saver(d, cursor))
                 for name, cursors in self.sinks.items():
                     coro = (self._sink(name, cursors) if name.startswith("sink:")
                             else self._merge(name, cursors))
@@ -682,6 +753,60 @@ class _Run:
                 _, _, job = pending.popleft()
                 await job.settle()
 
+    async def offload(self, fn, *args):
+        """Run ``fn(*args)`` on the processor's thread pool, counted as executor
+        work of this run (so the stall monitor sees it)."""
+        return await _Job(self, self.processor._submit_thread(self, fn, *args)).result()
+
+    async def _load(self, data_type: str, stored: StoredData):
+        time_range = None
+        if data_type in self.outputs and self.selection is not None:
+            time_range = self.selection.absolute_range(stored.start)
+        await load_into(stored, self.mailboxes[data_type], offload=self.offload,
+                        time_range=time_range, counters=self.counters[f"load:{data_type}"])
+
+    async def _saver(self, data_type: str, cursor: Cursor):
+        ctx = self.processor.context
+        store = ctx._writable_store()
+        assert store is not None
+        node = self.nodes[self.plan.producer[data_type]]
+        cls = node.plugin_class
+        key = StorageKey(self.run_id, data_type, self.plan.lineage_hash(data_type))
+        metadata = dict(
+            run_id=self.run_id, data_type=data_type, data_kind=node.output_kinds[data_type],
+            dtype=dtype_to_json(node.output_dtypes[data_type]),
+            lineage=self.plan.lineages[data_type], lineage_hash=key.lineage_hash,
+            compressor="zstd", compression_level=cls.compression_level,
+            straxio_version=_version(), plugin=cls.__name__,
+            plugin_version=str(cls.__version__))
+        # Opening takes a lock and creates a folder in a worker thread. If the run
+        # is cancelled meanwhile, finish opening and abort, so that neither a
+        # lock nor an unexplained folder stays behind. The task is awaited on
+        # every path below.
+        opening = asyncio.ensure_future(
+            store.open_writer(key, metadata=metadata, run_sync=self.offload))
+        try:
+            writer = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            while not opening.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([opening])
+            if not opening.cancelled() and opening.exception() is None:
+                await opening.result().abort(self.failures[0][0] if self.failures else None)
+            raise
+        published = False
+        try:
+            target = (int(cls.chunk_target_size_mb * 1e6) if cls.rechunk_on_save else None)
+            published = await save_from(cursor, writer, offload=self.offload,
+                                        level=cls.compression_level, target_bytes=target,
+                                        counters=self.counters[f"save:{data_type}"],
+                                        may_publish=lambda: not self.failures)
+        finally:
+            if not published:
+                # Failed, cancelled, left early, or produced nothing: never complete.
+                reason: BaseException | None = self.failures[0][0] if self.failures else None
+                await writer.abort(reason)
+
     async def _sink(self, name: str, cursors: dict[str, Cursor]):
         counters = self.counters[name]
         (cursor,) = cursors.values()
@@ -738,12 +863,26 @@ class ChunkStream:
     def __init__(self, run: _Run, cursor: Cursor):
         self._run = run
         self.cursor = cursor
+        self._run_start: int | None = None
+        self.exhausted = False
 
     def __aiter__(self):
         return self
 
     async def __anext__(self) -> Chunk:
-        return await self.cursor.get()
+        try:
+            chunk = await self.cursor.get()
+        except StopAsyncIteration:
+            self.exhausted = True
+            raise
+        sel = self._run.selection
+        if sel is None:
+            return chunk
+        if self._run_start is None:
+            loaded = [s for d, s in self._run.loaded.items() if d in self._run.outputs]
+            # The first chunk of a computed run starts at the run's start.
+            self._run_start = loaded[0].start if loaded else chunk.start
+        return sel.apply(chunk, self._run_start)
 
     def statistics(self) -> RunStatistics:
         return self._run.statistics()
@@ -907,8 +1046,10 @@ class Processor:
 
     # --------------------------------------------------------------- runs
 
-    async def run(self, run_id: str, *, targets=None) -> RunStatistics:
-        """Compute the processor's targets (or ``targets``) for one run.
+    async def run(self, run_id: str, *, targets=None, save=()) -> RunStatistics:
+        """Compute (or load) the processor's targets (or ``targets``) for one run,
+        saving what the plugins' ``save_when`` asks for (``save`` names types
+        to save explicitly).
 
         Returns the run's statistics. Raises the first failure of the run
         itself (the user's exception, same type, with notes), or
@@ -916,10 +1057,12 @@ class Processor:
         """
         self._check_open()
         plan = self.plan(self.targets if targets is None else targets)
-        return await _Run(self, plan, run_id, iter_targets=None).execute()
+        save = (save,) if isinstance(save, str) else tuple(save)
+        return await _Run(self, plan, run_id, iter_targets=None, save=save).execute()
 
     @contextlib.asynccontextmanager
-    async def iter(self, run_id: str, target=None) -> ty.AsyncIterator[ChunkStream]:
+    async def iter(self, run_id: str, target=None, *, save=(),
+                   selection: Selection | None = None) -> ty.AsyncIterator[ChunkStream]:
         """Stream the chunks of ``target`` for one run.
 
         Several targets of one kind come merged column-wise. Leaving the block
@@ -941,7 +1084,8 @@ class Processor:
             raise PlanError(
                 f"targets {list(targets)} are of different kinds {sorted(kinds)}; only "
                 "targets of one kind can come back merged: iterate over them separately")
-        run = _Run(self, plan, run_id, iter_targets=targets)
+        save = (save,) if isinstance(save, str) else tuple(save)
+        run = _Run(self, plan, run_id, iter_targets=targets, save=save, selection=selection)
         run._build()
         assert run.output is not None
         error: BaseException | None = None
@@ -964,7 +1108,9 @@ class Processor:
             except BaseException as e:  # re-raised below, unwrapped by the TaskGroup
                 body_error = e
             finally:
-                run.stop("left")
+                if body_error is not None or not run.output.exhausted:
+                    run.stop("left")  # left early: stop upstream work, publish nothing
+                # else: every chunk was read; savers finish and publish.
         if body_error is not None:
             raise body_error
         if error is not None:

@@ -1,0 +1,32 @@
+"""Storage: save processed data once, load it instead of recomputing.
+
+A :class:`Store` holds complete data per :class:`StorageKey`
+(run, data type, lineage hash) and publishes it atomically through a
+:class:`Writer`. :class:`DirectoryStore` (a folder per key on the local
+disk) is the default; :class:`MemoryStore` keeps data in memory. The codec
+functions compress, checksum and verify chunks; the processor runs them in
+its executor.
+"""
+
+from .base import ChunkInfo, EncodedChunk, StorageKey, Store, StoredData, StoredEntry, Writer
+from .codec import decode_chunk, dtype_from_json, dtype_to_json, encode_chunk
+from .local import DirectoryStore, DirectoryWriter
+from .memory import MemoryStore, MemoryWriter
+
+__all__ = [
+    "ChunkInfo",
+    "DirectoryStore",
+    "DirectoryWriter",
+    "EncodedChunk",
+    "MemoryStore",
+    "MemoryWriter",
+    "StorageKey",
+    "Store",
+    "StoredData",
+    "StoredEntry",
+    "Writer",
+    "decode_chunk",
+    "dtype_from_json",
+    "dtype_to_json",
+    "encode_chunk",
+]

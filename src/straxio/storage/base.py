@@ -1,0 +1,148 @@
+"""The storage interface: where data for a key lives, and reading and
+writing its chunks.
+
+A :class:`Store` is both frontend and backend for one location: it answers
+whether complete data exists for a key (:meth:`Store.find`, no side
+effects), opens a :class:`Writer` that publishes atomically, and reads chunk
+payloads back. Encoding (compression, checksum) and decoding (decompression,
+verification) are pure CPU functions in :mod:`straxio.storage.codec`, which
+the processor runs in its executor; stores only move bytes.
+
+Keys are ``(run_id, data_type, lineage_hash)``; the folder or entry name is
+``f"{run_id}-{data_type}-{lineage_hash}"``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import typing as ty
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+__all__ = ["ChunkInfo", "EncodedChunk", "StorageKey", "Store", "StoredData", "StoredEntry",
+           "Writer"]
+
+#: Runs ``fn(*args)`` off the event loop (the processor's executor) and
+#: returns its result; stores use it for what aiofiles lacks (fsync, rename).
+RunSync = Callable[..., Awaitable[ty.Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageKey:
+    """Identifies stored data."""
+
+    run_id: str
+    data_type: str
+    lineage_hash: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.run_id}-{self.data_type}-{self.lineage_hash}"
+
+    def __str__(self):
+        return self.name
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkInfo:
+    """Per-chunk metadata, as stored (journal line and final metadata)."""
+
+    index: int
+    start: int
+    end: int
+    rows: int
+    nbytes: int  # uncompressed bytes of the rows
+    filename: str
+    file_size: int  # bytes of the compressed file
+    checksum: str  # "crc32:xxxxxxxx" of the file's bytes
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> ChunkInfo:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedChunk:
+    """A chunk ready to be written: its compressed payload and metadata."""
+
+    info: ChunkInfo
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredData:
+    """Complete data for one key in one store (what :meth:`Store.find` returns)."""
+
+    key: StorageKey
+    store: Store
+    location: str  # folder path, or an in-memory name
+    metadata: dict
+    chunks: tuple[ChunkInfo, ...]
+    dtype: np.dtype
+    data_kind: str
+    start: int
+    end: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredEntry:
+    """One row of :meth:`Store.list_stored`."""
+
+    key: StorageKey
+    status: str  # "complete", "writing" (lock held), "failed", "stale" (writer gone)
+    location: str
+    detail: str = ""
+
+
+class Writer(abc.ABC):
+    """Writes the chunks of one key into a temporary place and publishes them
+    atomically on :meth:`close`. Holds the key's lock until closed or aborted."""
+
+    @abc.abstractmethod
+    async def write(self, encoded: EncodedChunk) -> None:
+        """Persist one chunk (durably, before returning) and journal its info."""
+
+    @abc.abstractmethod
+    async def close(self, *, start: int, end: int) -> StoredData:
+        """Publish: from now on ``find`` returns the data as complete."""
+
+    @abc.abstractmethod
+    async def abort(self, exc: BaseException | None = None) -> None:
+        """Give up: record ``exc`` in the temporary metadata, release the lock.
+        The data is never seen as complete."""
+
+
+class Store(abc.ABC):
+    """One storage location. ``readonly`` stores are only read from."""
+
+    readonly: bool = False
+
+    @abc.abstractmethod
+    def find(self, key: StorageKey) -> StoredData | None:
+        """Complete data for ``key``, or None. No side effects. Raises
+        DataCorrupted if complete data exists but its metadata is unreadable
+        or inconsistent."""
+
+    @abc.abstractmethod
+    def list_stored(self) -> list[StoredEntry]:
+        """Everything in the store: complete data and temporary leftovers."""
+
+    @abc.abstractmethod
+    async def open_writer(self, key: StorageKey, *, metadata: dict,
+                          run_sync: RunSync) -> Writer:
+        """Take the key's lock (KeyLocked if another writer holds it), clean
+        stale temporary leftovers of this key, and start writing.
+        ``metadata`` holds everything but the chunks, start and end."""
+
+    @abc.abstractmethod
+    async def read_chunk(self, stored: StoredData, info: ChunkInfo) -> bytes:
+        """The raw payload of one chunk (DataCorrupted if missing)."""
+
+    def chunk_path(self, stored: StoredData, info: ChunkInfo) -> str:
+        """Where a chunk lives, for messages."""
+        return f"{stored.location}/{info.filename}"

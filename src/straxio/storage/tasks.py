@@ -1,0 +1,106 @@
+"""The run's storage tasks: a saver is one more subscriber of a mailbox; a
+loader is a source that reads stored chunks into a mailbox.
+
+Both do their CPU work (compression and checksums, decompression and
+verification) through the processor's executor and their file IO through
+the store (aiofiles, and the executor for fsync), so the loop keeps going.
+"""
+
+from __future__ import annotations
+
+import typing as ty
+from collections.abc import Awaitable, Callable
+
+from ..chunk import Chunk
+from ..mailbox import Cursor, Mailbox
+from .base import ChunkInfo, StoredData, Writer
+from .codec import decode_chunk, encode_chunk
+
+__all__ = ["Counters", "load_into", "overlapping", "save_from"]
+
+Offload = Callable[..., Awaitable[ty.Any]]
+
+
+class Counters(ty.Protocol):
+    chunks_in: int
+    bytes_in: int
+    chunks_out: int
+    bytes_out: int
+    peak_held_bytes: int
+
+
+async def save_from(cursor: Cursor, writer: Writer, *, offload: Offload, level: int,
+                    target_bytes: int | None, counters: Counters,
+                    may_publish: Callable[[], bool] = lambda: True) -> bool:
+    """Write every chunk ``cursor`` yields, then publish; returns whether it
+    published (nothing is published for a run that produced no chunk).
+
+    With ``target_bytes``, consecutive chunks are joined until they reach
+    that size (chunks touch at gaps, so joining never splits a row); without
+    it, chunks are written as produced. The caller aborts the writer if this
+    raises or is cancelled.
+    """
+    held: list[Chunk] = []
+    held_bytes = 0
+    index = 0
+    start: int | None = None
+    end: int | None = None
+
+    async def flush():
+        nonlocal held, held_bytes, index
+        if not held:
+            return
+        chunk = Chunk.concatenate(held)
+        encoded = await offload(encode_chunk, chunk, index, level)
+        await writer.write(encoded)
+        counters.chunks_out += 1
+        counters.bytes_out += encoded.info.file_size
+        index += 1
+        held, held_bytes = [], 0
+
+    async for chunk in cursor:
+        counters.chunks_in += 1
+        counters.bytes_in += chunk.nbytes
+        if start is None:
+            start = chunk.start
+        end = chunk.end
+        held.append(chunk)
+        held_bytes += chunk.nbytes
+        counters.peak_held_bytes = max(counters.peak_held_bytes, held_bytes)
+        if target_bytes is None or held_bytes >= target_bytes:
+            await flush()
+    await flush()
+    if start is None or end is None or not may_publish():
+        # Nothing was produced, or the run failed meanwhile: a failed run
+        # publishes nothing as complete.
+        return False
+    await writer.close(start=start, end=end)
+    return True
+
+
+def overlapping(stored: StoredData, time_range: tuple[int, int] | None) -> list[ChunkInfo]:
+    """The stored chunks that overlap ``[t0, t1)`` (all chunks without a range).
+
+    A chunk touching the range only at an edge is left out unless it has
+    zero length (it could hold zero-length rows at that edge).
+    """
+    if time_range is None:
+        return list(stored.chunks)
+    t0, t1 = time_range
+    return [c for c in stored.chunks
+            if (c.start < t1 and c.end > t0) or (c.start == c.end and t0 <= c.start <= t1)]
+
+
+async def load_into(stored: StoredData, mailbox: Mailbox, *, offload: Offload,
+                    time_range: tuple[int, int] | None, counters: Counters) -> None:
+    """Read the stored chunks (only those overlapping ``time_range``) into
+    ``mailbox``, verifying each one, then close it."""
+    for info in overlapping(stored, time_range):
+        payload = await stored.store.read_chunk(stored, info)
+        chunk = await offload(decode_chunk, stored, info, payload)
+        counters.chunks_in += 1
+        counters.bytes_in += len(payload)
+        counters.chunks_out += 1
+        counters.bytes_out += chunk.nbytes
+        await mailbox.put(chunk)
+    mailbox.close()

@@ -1,0 +1,625 @@
+"""DirectoryStore: atomic publish, locks, crash recovery, corruption found and named."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zstandard
+
+import straxio
+from straxio.exceptions import DataCorrupted, KeyLocked, StraxioError
+from straxio.storage import DirectoryStore, StorageKey, dtype_to_json, encode_chunk
+from straxio.storage import local as local_module
+
+from .helpers import (
+    KEY,
+    REPO,
+    SPECIAL_DTYPES,
+    assert_same_chunks,
+    load_chunks,
+    make_chunks,
+    metadata_for,
+    peak_chunks,
+    random_rows,
+    write_chunks,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+def tree(root: pathlib.Path) -> dict[str, tuple[int, int, int]]:
+    """Every entry under ``root`` (itself included) with mtime, size and mode."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            out[os.path.relpath(path, root)] = (st.st_mtime_ns, st.st_size, st.st_mode)
+    return out
+
+
+def temps(root: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if ".tmp-" in p.name)
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("empty_run", [False, True])
+async def test_round_trip_equals_what_was_written_empty_chunks_included(
+        aloop, tmp_path, run_sync, empty_run):
+    chunks = peak_chunks(6)
+    if empty_run:  # every chunk empty
+        chunks = make_chunks(chunks[0].data[:0], [c.start for c in chunks] + [chunks[-1].end])
+    assert any(len(c) == 0 for c in chunks)
+    store = DirectoryStore(tmp_path / "store")
+    stored = await write_chunks(store, chunks, run_sync)
+    found = store.find(KEY)
+    assert found is not None
+    assert (found.start, found.end, found.dtype, found.data_kind) == \
+        (chunks[0].start, chunks[-1].end, chunks[0].dtype, "peaks")
+    assert found.chunks == stored.chunks
+    assert_same_chunks(await load_chunks(found), chunks)
+    # Nothing but the data and the lock file is left.
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == \
+        [KEY.name, KEY.name + ".lock"]
+    assert sorted(os.listdir(found.location)) == \
+        sorted(["metadata.json", *[c.filename for c in found.chunks]])
+
+
+@pytest.mark.parametrize("name", sorted(SPECIAL_DTYPES))
+async def test_unusual_dtypes_round_trip_through_the_folder(aloop, tmp_path, run_sync, name):
+    dtype = SPECIAL_DTYPES[name]
+    data = np.concatenate([random_rows(dtype, 20, seed=3),
+                           random_rows(dtype, 20, seed=4, t0=10_000)]).astype(dtype)
+    assert data.dtype == dtype  # concatenate makes the byte order native
+    chunks = make_chunks(data, [0, 10_000, 10_000, 20_000])
+    store = DirectoryStore(tmp_path)
+    await write_chunks(store, chunks, run_sync)
+    found = store.find(KEY)
+    assert found is not None and found.dtype == dtype
+    assert_same_chunks(await load_chunks(found), chunks)
+
+
+async def test_metadata_records_what_the_issue_asks_for(aloop, tmp_path, run_sync):
+    chunks = peak_chunks(3)
+    store = DirectoryStore(tmp_path)
+    await write_chunks(store, chunks, run_sync)
+    meta = json.loads((tmp_path / KEY.name / "metadata.json").read_text())
+    assert meta["status"] == "complete"
+    assert (meta["run_id"], meta["data_type"], meta["lineage_hash"], meta["data_kind"]) == \
+        (KEY.run_id, KEY.data_type, KEY.lineage_hash, "peaks")
+    assert meta["dtype"] == dtype_to_json(straxio.testing.PEAK_DTYPE)
+    assert meta["compressor"] == "zstd" and meta["compression_level"] == 1
+    assert meta["lineage"] == {"peaks": ["Peaks", "0.1.0", {}]}
+    assert (meta["start"], meta["end"]) == (chunks[0].start, chunks[-1].end)
+    assert [c["index"] for c in meta["chunks"]] == [0, 1, 2]
+    assert set(meta["chunks"][0]) == {"index", "start", "end", "rows", "nbytes", "filename",
+                                      "file_size", "checksum"}
+    assert {"pid", "host", "started", "finished"} <= set(meta["writer"])
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+async def test_publish_fsyncs_files_then_renames_folder_then_fsyncs_root(
+        aloop, tmp_path, run_sync, monkeypatch):
+    calls: list[tuple[str, ...]] = []
+    real_fsync, real_rename, real_replace = os.fsync, os.rename, os.replace
+
+    def fsync(fd):
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src, dst):
+        calls.append(("rename", os.fspath(src), os.fspath(dst)))
+        real_rename(src, dst)
+
+    def replace(src, dst):
+        calls.append(("replace", os.fspath(src), os.fspath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", replace)
+    root = tmp_path / "store"
+    chunks = peak_chunks(4)
+    stored = await write_chunks(DirectoryStore(root), chunks, run_sync)
+    final = str(root / KEY.name)
+    (publish,) = [i for i, c in enumerate(calls) if c[0] == "rename" and c[2] == final]
+    temp = calls[publish][1]
+    assert ".tmp-" in temp
+
+    def at(call):
+        return calls.index(call)
+
+    # Each chunk file is fsynced before its journal line, which is fsynced
+    # before the next chunk is written.
+    journal = ("fsync", os.path.join(temp, "journal.jsonl"))
+    journal_syncs = [i for i, c in enumerate(calls) if c == journal]
+    file_syncs = [at(("fsync", os.path.join(temp, c.filename))) for c in stored.chunks]
+    assert len(journal_syncs) == len(file_syncs) == len(chunks)
+    for i in range(len(chunks)):
+        assert file_syncs[i] < journal_syncs[i]
+        assert i + 1 == len(chunks) or journal_syncs[i] < file_syncs[i + 1]
+    staged = os.path.join(temp, "metadata.json.tmp")
+    assert journal_syncs[-1] < at(("fsync", staged)) \
+        < at(("replace", staged, os.path.join(temp, "metadata.json"))) \
+        < at(("fsync", temp)) < publish < at(("fsync", str(root)))
+    assert calls[-1] == ("fsync", str(root))
+
+
+async def test_nothing_is_found_until_close_publishes(aloop, tmp_path, run_sync):
+    chunks = peak_chunks(3)
+    store = DirectoryStore(tmp_path)
+    writer = await store.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                     run_sync=run_sync)
+    for i, chunk in enumerate(chunks):
+        await writer.write(encode_chunk(chunk, i, 1))
+        assert store.find(KEY) is None
+    assert [e.status for e in store.list_stored()] == ["writing"]
+    await writer.close(start=chunks[0].start, end=chunks[-1].end)
+    assert store.find(KEY) is not None
+    assert [e.status for e in store.list_stored()] == ["complete"]
+
+
+async def test_metadata_bytes_per_chunk_stay_constant_from_10_to_1000_chunks(
+        aloop, tmp_path, run_sync, monkeypatch):
+    written: dict[str, int] = {}
+    real_write_file, real_append = local_module._write_file, local_module._Journal.append
+
+    def write_file(path, data, **kw):
+        written[os.path.basename(path)] = written.get(os.path.basename(path), 0) + len(data)
+        real_write_file(path, data, **kw)
+
+    def append(self, data):
+        written["journal"] = written.get("journal", 0) + len(data)
+        real_append(self, data)
+
+    monkeypatch.setattr(local_module, "_write_file", write_file)
+    monkeypatch.setattr(local_module._Journal, "append", append)
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # bytes are counted, not durability
+    per_chunk = {}
+    for n in (10, 1000):
+        written.clear()
+        data = np.zeros(n, straxio.testing.PEAK_DTYPE)
+        data["time"] = np.arange(n) * 100
+        data["endtime"] = data["time"] + 10
+        chunks = make_chunks(data, list(range(0, 100 * n + 1, 100)))
+        store = DirectoryStore(tmp_path / str(n))
+        await write_chunks(store, chunks, run_sync)
+        final_size = (tmp_path / str(n) / KEY.name / "metadata.json").stat().st_size
+        assert written["metadata.json.tmp"] == final_size
+        per_chunk[n] = sum(written.values()) / n
+    # O(1) bytes per chunk: rewriting the metadata per chunk (strax) would
+    # make the 1,000-chunk figure ~100 times the 10-chunk one.
+    assert per_chunk[1000] <= per_chunk[10]
+    assert per_chunk[1000] < 500, per_chunk
+
+
+# --------------------------------------------------------------------------- failures
+
+
+async def test_abort_records_the_exception_and_publishes_nothing(aloop, tmp_path, run_sync):
+    chunks = peak_chunks(3)
+    store = DirectoryStore(tmp_path)
+    writer = await store.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                     run_sync=run_sync)
+    await writer.write(encode_chunk(chunks[0], 0, 1))
+    try:
+        raise ValueError("plugin exploded on chunk 1")
+    except ValueError as e:
+        await writer.abort(e)
+    meta = json.loads((pathlib.Path(writer.temp) / "metadata.json").read_text())
+    assert meta["status"] == "failed"
+    assert meta["error"]["type"] == "builtins.ValueError"
+    assert meta["error"]["message"] == "plugin exploded on chunk 1"
+    assert "ValueError: plugin exploded on chunk 1" in meta["error"]["traceback"]
+    assert len(meta["chunks"]) == 1
+    assert store.find(KEY) is None
+    (entry,) = store.list_stored()
+    assert (entry.key, entry.status) == (KEY, "failed")
+    assert "ValueError: plugin exploded" in entry.detail
+    await writer.abort(None)  # idempotent
+    with pytest.raises(StraxioError, match="aborted"):
+        await writer.write(encode_chunk(chunks[1], 1, 1))
+    # The lock is free: the next writer cleans the leftover and publishes.
+    await write_chunks(store, chunks, run_sync)
+    assert temps(tmp_path) == []
+    assert_same_chunks(await load_chunks(store.find(KEY)), chunks)
+
+
+async def test_second_writer_on_a_key_is_refused_and_the_first_completes(
+        aloop, tmp_path, run_sync):
+    chunks = peak_chunks(3)
+    store = DirectoryStore(tmp_path)
+    first = await store.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                    run_sync=run_sync)
+    await first.write(encode_chunk(chunks[0], 0, 1))
+    for other in (store, DirectoryStore(tmp_path)):  # same or another store object
+        with pytest.raises(KeyLocked, match=f"{KEY.name}.*this process"):
+            await other.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                    run_sync=run_sync)
+    # Another key is not blocked.
+    other_key = StorageKey(KEY.run_id, KEY.data_type, "0123456789")
+    await write_chunks(store, chunks, run_sync, key=other_key)
+    for i, chunk in enumerate(chunks[1:], 1):
+        await first.write(encode_chunk(chunk, i, 1))
+    await first.close(start=chunks[0].start, end=chunks[-1].end)
+    assert_same_chunks(await load_chunks(store.find(KEY)), chunks)
+
+
+async def test_writer_retries_past_a_momentary_lock_probe(aloop, tmp_path, run_sync,
+                                                          monkeypatch):
+    # list_stored tells "writing" from "stale" by taking a shared lock for an
+    # instant; a writer starting in that instant must not fail.
+    store = DirectoryStore(tmp_path)
+    probe = os.open(tmp_path / f"{KEY.name}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(probe, fcntl.LOCK_SH)
+    attempts = []
+    real_try_lock = local_module._try_lock
+
+    def try_lock(root, path):
+        attempts.append(real_try_lock(root, path))
+        if len(attempts) == 1:
+            os.close(probe)  # the probe is over
+        return attempts[-1]
+
+    monkeypatch.setattr(local_module, "_try_lock", try_lock)
+    writer = await store.open_writer(KEY, metadata=metadata_for(straxio.testing.PEAK_DTYPE),
+                                     run_sync=run_sync)
+    assert attempts[0] == "other" and len(attempts) == 2
+    await writer.abort()
+
+
+async def test_chunks_out_of_order_or_a_wrong_range_are_refused(aloop, tmp_path, run_sync):
+    chunks = peak_chunks(3, empty=False)
+    store = DirectoryStore(tmp_path)
+    writer = await store.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                     run_sync=run_sync)
+    with pytest.raises(StraxioError, match="expected chunk 0"):
+        await writer.write(encode_chunk(chunks[1], 1, 1))
+    await writer.write(encode_chunk(chunks[0], 0, 1))
+    with pytest.raises(StraxioError, match="starts at"):
+        await writer.write(encode_chunk(chunks[2], 1, 1))
+    with pytest.raises(StraxioError, match="cannot publish"):
+        await writer.close(start=chunks[0].start, end=chunks[-1].end)
+    await writer.abort()
+    assert store.find(KEY) is None
+
+
+async def test_readonly_store_reads_but_refuses_to_write(aloop, tmp_path, run_sync):
+    chunks = peak_chunks(3)
+    await write_chunks(DirectoryStore(tmp_path), chunks, run_sync)
+    readonly = DirectoryStore(tmp_path, readonly=True)
+    assert_same_chunks(await load_chunks(readonly.find(KEY)), chunks)
+    with pytest.raises(StraxioError, match="read-only"):
+        await readonly.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                   run_sync=run_sync)
+
+
+async def test_metadata_without_dtype_or_kind_is_refused_before_anything_is_written(
+        aloop, tmp_path, run_sync):
+    store = DirectoryStore(tmp_path / "store")
+    for bad, match in [({"data_kind": "peaks"}, "dtype"),
+                       ({"dtype": dtype_to_json(straxio.testing.PEAK_DTYPE)}, "data_kind"),
+                       ({**metadata_for(straxio.testing.PEAK_DTYPE), "run_id": "other"},
+                        "run_id"),
+                       ({**metadata_for(straxio.testing.PEAK_DTYPE), "x": object()}, "JSON")]:
+        with pytest.raises(StraxioError, match=match):
+            await store.open_writer(KEY, metadata=bad, run_sync=run_sync)
+    assert not (tmp_path / "store").exists()
+
+
+# --------------------------------------------------------------------------- killed writer
+
+CHILD = """
+import asyncio, sys
+from straxio.storage import DirectoryStore
+from straxio.storage.codec import encode_chunk
+from tests.storage.helpers import KEY, metadata_for, peak_chunks
+
+async def main(root, k):
+    chunks = peak_chunks()
+    store = DirectoryStore(root)
+    writer = await store.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                     run_sync=asyncio.to_thread)
+    for i in range(k):
+        await writer.write(encode_chunk(chunks[i], i, 1))  # returns once fsynced
+    print("fsynced", k, flush=True)
+    await asyncio.Event().wait()  # until SIGKILLed
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def test_killed_writer_leaves_a_stale_temp_that_the_next_writer_replaces(
+        aloop, tmp_path, run_sync):
+    root, k = tmp_path / "store", 3
+    stderr = tmp_path / "child.err"
+    with open(stderr, "wb") as err, subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(root), str(k)], cwd=REPO,
+            stdout=subprocess.PIPE, stderr=err) as child:
+        try:
+            async with asyncio.timeout(60):
+                line = await run_sync(child.stdout.readline)
+            assert line == f"fsynced {k}\n".encode(), stderr.read_text()
+            store = DirectoryStore(root)
+            (entry,) = store.list_stored()
+            assert (entry.key, entry.status) == (KEY, "writing")
+            assert f"pid {child.pid}" in entry.detail
+            with pytest.raises(KeyLocked, match="another process"):
+                await store.open_writer(KEY, metadata=metadata_for(straxio.testing.PEAK_DTYPE),
+                                        run_sync=run_sync)
+        finally:
+            child.kill()  # SIGKILL: no cleanup runs in the child
+            await run_sync(child.wait)
+    assert child.returncode == -9
+    assert store.find(KEY) is None
+    (entry,) = store.list_stored()
+    assert (entry.key, entry.status) == (KEY, "stale")
+    temp = pathlib.Path(entry.location)
+    assert len((temp / "journal.jsonl").read_text().splitlines()) == k
+    assert sorted(p.name for p in temp.glob("*.zst")) == [f"{i:06d}.zst" for i in range(k)]
+    # The next writer gets the lock, removes the stale folder and publishes.
+    chunks = peak_chunks()
+    stored = await write_chunks(store, chunks, run_sync)
+    assert not temp.exists() and temps(root) == []
+    clean = await write_chunks(DirectoryStore(tmp_path / "clean"), chunks, run_sync)
+    assert stored.chunks == clean.chunks  # same files, same checksums
+    assert_same_chunks(await load_chunks(store.find(KEY)), chunks)
+    assert [e.status for e in store.list_stored()] == ["complete"]
+
+
+# --------------------------------------------------------------------------- replacing
+
+
+async def test_replace_interrupted_between_renames_keeps_old_data_complete(
+        aloop, tmp_path, run_sync, monkeypatch):
+    root = tmp_path / "store"
+    store = DirectoryStore(root)
+    old_chunks, new_chunks = peak_chunks(3, seed=1), peak_chunks(4, seed=2)
+    await write_chunks(store, old_chunks, run_sync)
+    final = str(root / KEY.name)
+    real_rename = os.rename
+
+    def crash_before_second_rename(src, dst):
+        if os.fspath(dst) == final:
+            raise OSError("simulated crash between the two renames")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", crash_before_second_rename)
+    writer = await store.open_writer(KEY, metadata=metadata_for(new_chunks[0].dtype),
+                                     run_sync=run_sync)
+    for i, chunk in enumerate(new_chunks):
+        await writer.write(encode_chunk(chunk, i, 1))
+    with pytest.raises(OSError, match="simulated crash"):
+        await writer.close(start=new_chunks[0].start, end=new_chunks[-1].end)
+    monkeypatch.undo()
+    writer._lock.release()  # the process "died": the kernel drops its lock
+    writer._journal.close()
+    assert not os.path.exists(final) and os.path.isdir(final + ".old")
+    # The old data is still complete, and found without changing anything.
+    before = tree(root)
+    found = store.find(KEY)
+    assert found is not None and found.location == final + ".old"
+    assert_same_chunks(await load_chunks(found), old_chunks)
+    assert {e.status for e in store.list_stored()} == {"complete", "stale"}
+    assert tree(root) == before
+    # The next writer restores it before it starts, so its failure loses nothing.
+    writer = await store.open_writer(KEY, metadata=metadata_for(new_chunks[0].dtype),
+                                     run_sync=run_sync)
+    assert os.path.isdir(final) and not os.path.exists(final + ".old")
+    assert temps(root) == [os.path.basename(writer.temp)]
+    await writer.abort(RuntimeError("this one fails too"))
+    assert_same_chunks(await load_chunks(store.find(KEY)), old_chunks)
+    # And a successful replace leaves only the new data.
+    await write_chunks(store, new_chunks, run_sync)
+    assert_same_chunks(await load_chunks(store.find(KEY)), new_chunks)
+    assert sorted(os.listdir(root)) == [KEY.name, KEY.name + ".lock"]
+
+
+async def test_abort_after_a_replace_failed_between_renames_puts_old_data_back(
+        aloop, tmp_path, run_sync, monkeypatch):
+    root = tmp_path / "store"
+    store = DirectoryStore(root)
+    old_chunks, new_chunks = peak_chunks(3, seed=1), peak_chunks(4, seed=2)
+    await write_chunks(store, old_chunks, run_sync)
+    final = str(root / KEY.name)
+    real_rename = os.rename
+
+    def fail_second_rename(src, dst):
+        if os.fspath(dst) == final:
+            raise OSError("disk said no")
+        real_rename(src, dst)
+
+    writer = await store.open_writer(KEY, metadata=metadata_for(new_chunks[0].dtype),
+                                     run_sync=run_sync)
+    for i, chunk in enumerate(new_chunks):
+        await writer.write(encode_chunk(chunk, i, 1))
+    with monkeypatch.context() as m:
+        m.setattr(os, "rename", fail_second_rename)
+        with pytest.raises(OSError, match="disk said no") as raised:
+            await writer.close(start=new_chunks[0].start, end=new_chunks[-1].end)
+    await writer.abort(raised.value)
+    assert os.path.isdir(final) and not os.path.exists(final + ".old")
+    assert store.find(KEY).location == final
+    assert_same_chunks(await load_chunks(store.find(KEY)), old_chunks)
+    (failed,) = [e for e in store.list_stored() if e.status == "failed"]
+    assert "disk said no" in failed.detail
+
+
+async def test_old_data_left_after_a_completed_replace_is_ignored_then_removed(
+        aloop, tmp_path, run_sync):
+    root = tmp_path / "store"
+    store = DirectoryStore(root)
+    old_chunks, new_chunks = peak_chunks(3, seed=1), peak_chunks(4, seed=2)
+    await write_chunks(store, old_chunks, run_sync)
+    shutil.copytree(root / KEY.name, root / (KEY.name + ".old"))  # crash before delete
+    await write_chunks(store, new_chunks, run_sync)  # replaces <key>, then deletes .old
+    assert sorted(os.listdir(root)) == [KEY.name, KEY.name + ".lock"]
+    shutil.copytree(root / KEY.name, root / (KEY.name + ".old"))
+    assert store.find(KEY).location == str(root / KEY.name)
+    assert sorted(e.status for e in store.list_stored()) == ["complete", "stale"]
+    await write_chunks(store, new_chunks, run_sync)
+    assert sorted(os.listdir(root)) == [KEY.name, KEY.name + ".lock"]
+
+
+# --------------------------------------------------------------------------- no side effects
+
+
+async def test_find_and_list_have_no_side_effects(aloop, tmp_path, run_sync):
+    missing = DirectoryStore(tmp_path / "nothing" / "here")
+    assert missing.find(KEY) is None
+    assert missing.list_stored() == []
+    assert not (tmp_path / "nothing").exists()
+    root = tmp_path / "store"
+    store = DirectoryStore(root)
+    chunks = peak_chunks(3)
+    await write_chunks(store, chunks, run_sync)
+    other = StorageKey("run_008", "peaks", "abcdef0123")
+    writer = await store.open_writer(other, metadata=metadata_for(chunks[0].dtype),
+                                     run_sync=run_sync)
+    await writer.write(encode_chunk(chunks[0], 0, 1))
+    before = tree(root)
+    assert store.find(KEY) is not None
+    assert store.find(other) is None
+    assert store.find(StorageKey("run_009", "peaks", "abcdef0123")) is None
+    assert sorted(e.status for e in store.list_stored()) == ["complete", "writing"]
+    assert DirectoryStore(root, readonly=True).find(KEY) is not None
+    assert tree(root) == before
+    await writer.abort()
+
+
+async def test_keys_that_would_escape_the_folder_are_refused(aloop, tmp_path, run_sync):
+    store = DirectoryStore(tmp_path)
+    for key in (StorageKey("../x", "peaks", "abc"), StorageKey(".hidden", "peaks", "abc")):
+        with pytest.raises(StraxioError, match="cannot store key"):
+            store.find(key)
+        with pytest.raises(StraxioError, match="cannot store key"):
+            await store.open_writer(key, metadata=metadata_for(straxio.testing.PEAK_DTYPE),
+                                    run_sync=run_sync)
+
+
+# --------------------------------------------------------------------------- corruption
+
+
+async def save(tmp_path, run_sync):
+    """Complete data of 4 chunks (none empty) in a DirectoryStore."""
+    chunks = peak_chunks(4, empty=False)
+    store = DirectoryStore(tmp_path / "store")
+    await write_chunks(store, chunks, run_sync)
+    return store, chunks
+
+
+def chunk_file(store: DirectoryStore, index: int) -> pathlib.Path:
+    return pathlib.Path(store.root, KEY.name, f"{index:06d}.zst")
+
+
+async def assert_load_names(store, index: int, match: str):
+    stored = store.find(KEY)
+    path = str(chunk_file(store, index))
+    with pytest.raises(DataCorrupted, match=match) as raised:
+        await load_chunks(stored)
+    assert raised.value.path == path and raised.value.chunk_index == index
+    assert path in str(raised.value) and f"chunk {index}" in str(raised.value)
+    assert f"delete {stored.location}" in str(raised.value)
+
+
+async def test_flipped_byte_in_a_chunk_file_is_named(aloop, tmp_path, run_sync):
+    store, _ = await save(tmp_path, run_sync)
+    f = chunk_file(store, 2)
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    f.write_bytes(bytes(raw))
+    await assert_load_names(store, 2, "checksum")
+
+
+async def test_valid_frame_with_altered_content_is_named(aloop, tmp_path, run_sync):
+    store, chunks = await save(tmp_path, run_sync)
+    f = chunk_file(store, 1)
+    rows = np.frombuffer(zstandard.ZstdDecompressor().decompress(f.read_bytes()),
+                         chunks[1].dtype).copy()
+    rows["area"][0] += 1
+    f.write_bytes(zstandard.ZstdCompressor(level=1, write_checksum=True).compress(rows.tobytes()))
+    await assert_load_names(store, 1, "checksum|bytes")
+
+
+async def test_truncated_chunk_file_is_named(aloop, tmp_path, run_sync):
+    store, _ = await save(tmp_path, run_sync)
+    f = chunk_file(store, 3)
+    f.write_bytes(f.read_bytes()[:-7])
+    await assert_load_names(store, 3, "truncated")
+
+
+async def test_deleted_chunk_file_is_named(aloop, tmp_path, run_sync):
+    store, _ = await save(tmp_path, run_sync)
+    chunk_file(store, 0).unlink()
+    await assert_load_names(store, 0, "missing")
+
+
+async def test_broken_metadata_json_is_named(aloop, tmp_path, run_sync):
+    store, _ = await save(tmp_path, run_sync)
+    path = pathlib.Path(store.root, KEY.name, "metadata.json")
+    path.write_text(path.read_text()[:-20])
+    with pytest.raises(DataCorrupted, match="not valid JSON") as raised:
+        store.find(KEY)
+    assert raised.value.path == str(path) and str(path) in str(raised.value)
+    assert [e.status for e in store.list_stored()] == ["corrupted"]
+
+
+async def test_missing_metadata_in_a_data_folder_is_named(aloop, tmp_path, run_sync):
+    store, _ = await save(tmp_path, run_sync)
+    path = pathlib.Path(store.root, KEY.name, "metadata.json")
+    path.unlink()
+    with pytest.raises(DataCorrupted, match="missing") as raised:
+        store.find(KEY)
+    assert raised.value.path == str(path)
+
+
+def edit_metadata(store, edit):
+    path = pathlib.Path(store.root, KEY.name, "metadata.json")
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+    return str(path)
+
+
+async def test_wrong_row_count_in_valid_metadata_is_caught_on_load(aloop, tmp_path, run_sync):
+    store, chunks = await save(tmp_path, run_sync)
+
+    def more_rows(meta):
+        c = meta["chunks"][2]
+        c["rows"] += 1
+        c["nbytes"] = c["rows"] * chunks[0].dtype.itemsize
+
+    edit_metadata(store, more_rows)
+    await assert_load_names(store, 2, "bytes")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.update(end=m["end"] + 1), "last chunk ends at"),
+    (lambda m: m["chunks"][1].update(end=m["chunks"][1]["end"] - 1), "starts at"),
+    (lambda m: m["chunks"][1].update(index=5), "has index 5"),
+    (lambda m: m["chunks"][0].pop("checksum"), "missing"),
+    (lambda m: m["chunks"][0].update(filename="../../etc/passwd"), "bad file name"),
+    (lambda m: m.update(dtype=[["time", "<i8"]]), "needs a 'time' field"),
+    (lambda m: m.update(status="writing"), "not 'complete'"),
+    (lambda m: m.update(lineage_hash="0000000000"), "another key"),
+])
+async def test_inconsistent_metadata_is_caught_by_find(aloop, tmp_path, run_sync, edit, match):
+    store, _ = await save(tmp_path, run_sync)
+    path = edit_metadata(store, edit)
+    with pytest.raises(DataCorrupted, match=match) as raised:
+        store.find(KEY)
+    assert raised.value.path == path and path in str(raised.value)
+    assert "recompute" in str(raised.value)
