@@ -17,6 +17,7 @@ Run it with ``python examples/demo.py``.
 from __future__ import annotations
 
 import itertools
+import tempfile
 import time
 import zlib
 
@@ -477,10 +478,30 @@ async def async_api(ctx: straxio.Context) -> None:
         print(f"left the iterator after 2 chunks; processor: {proc.statistics()}")
 
 
+async def storage_demo() -> None:
+    print("\n== storage: compute and save once, then load ==")
+    with tempfile.TemporaryDirectory(prefix="straxio-demo-") as folder:
+        ctx = straxio.Context(storage=folder, register=PLUGINS)
+        for attempt in ("first", "second"):
+            async with ctx.processor(["event_basics"]) as proc:
+                stats = await proc.run("run_003")
+            ran = sorted(n for n, c in stats.components.items() if c.kind == "plugin")
+            loaded = sorted(n for n, c in stats.components.items() if c.kind == "load")
+            print(f"{attempt} run: plugins run {ran or 'none'}; loaded {loaded or 'nothing'}")
+        for entry in ctx.list_stored():
+            print(f"  {entry.status:<9} {entry.key}")
+        events = await ctx.get_array_async("run_003", "event_basics",
+                                           seconds_range=(0, 0.1), keep_columns=["time",
+                                                                                 "n_peaks"])
+        print(f"events in the first 0.1 s of run_003 (loaded, only overlapping files read): "
+              f"{len(events)}")
+
+
 def main() -> None:
     t0 = time.perf_counter()
     ctx = blocking_api()
     uvloop.run(async_api(ctx))
+    uvloop.run(storage_demo())
     print(f"\ndone in {time.perf_counter() - t0:.2f} s")
 
 
