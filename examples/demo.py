@@ -493,7 +493,7 @@ async def storage_demo() -> None:
         events = await ctx.get_array_async("run_003", "event_basics",
                                            seconds_range=(0, 0.1), keep_columns=["time",
                                                                                  "n_peaks"])
-        print(f"events in the first 0.1 s of run_003 (loaded, only overlapping files read): "
+        print(f"events in the first 0.1 s of run_003 (loaded, not computed): "
               f"{len(events)}")
 
 
