@@ -303,3 +303,75 @@ def test_seconds_range_counts_from_run_start_and_columns_select():
 def test_storage_argument_is_checked():
     with pytest.raises(straxio.ConfigError, match="folder path"):
         straxio.Context(storage=42)
+
+
+@pytest.mark.asyncio
+async def test_time_range_request_saves_nothing(aloop):
+    ctx = ctx_for(MemoryStore())
+    got = await ctx.get_array_async("r1", "peak_basics", time_range=(0, 200_000))
+    x = REF["peak_basics"]
+    toy.assert_same_arrays(got, x[(x["time"] >= 0) & (x["endtime"] <= 200_000)])
+    assert ctx.list_stored() == []
+
+
+KILL_CHILD = """
+import asyncio, glob, os, sys
+import straxio
+from straxio import testing as toy
+
+ROOT, K = sys.argv[1], int(sys.argv[2])
+
+
+class Peaks(toy.Peaks):  # same class name, version and options: the same key
+    rechunk_on_save = False
+
+    async def source(self, run_id):
+        async for i, chunk in _enumerate(super().source(run_id)):
+            yield chunk
+            if i == K:  # K chunks given before this one: wait until they are fsynced
+                pattern = os.path.join(ROOT, "*-peaks-*.tmp-*", "journal.jsonl")
+                while not any(len(open(j).readlines()) >= K for j in glob.glob(pattern)):
+                    await asyncio.sleep(0.005)
+                print("fsynced", K, flush=True)
+                await asyncio.Event().wait()  # until killed
+
+
+async def _enumerate(agen):
+    i = 0
+    async for x in agen:
+        yield i, x
+        i += 1
+
+
+ctx = straxio.Context(storage=ROOT, register=[p for p in toy.toy_plugins()
+                                               if p is not toy.Peaks] + [Peaks],
+                      config={"toy_chunking": 4})
+ctx.get_array("r1", "peak_basics")
+"""
+
+
+def test_killed_writer_leaves_nothing_complete_and_the_next_run_equals_a_clean_one(tmp_path):
+    import signal
+
+    child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(tmp_path), "2"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().split() == ["fsynced", "2"]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+    ctx = ctx_for(tmp_path)
+    assert not ctx.is_stored("r1", "peaks") and not ctx.is_stored("r1", "peak_basics")
+    leftovers = ctx.list_stored()
+    assert leftovers and {e.status for e in leftovers} == {"stale"}
+    journal = [p for p in tmp_path.glob("*-peaks-*.tmp-*/journal.jsonl")]
+    assert len(journal[0].read_text().splitlines()) >= 2
+    # The next run cleans up, completes, and equals a clean run.
+    toy.assert_same_arrays(ctx.get_array("r1", "peak_basics"), REF["peak_basics"])
+    assert ctx.is_stored("r1", "peaks") and ctx.is_stored("r1", "peak_basics")
+    assert {e.status for e in ctx.list_stored()} == {"complete"}
+    assert not list(tmp_path.glob("*.tmp-*"))
+    clean = ctx_for(tmp_path / "clean")
+    for t in ("peaks", "peak_basics"):
+        toy.assert_same_arrays(ctx.get_array("r1", t), clean.get_array("r1", t), t)

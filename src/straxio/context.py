@@ -475,8 +475,9 @@ class Context:
         ----------
         time_range : (int, int), optional
             Only rows in ``[t0, t1)`` (ns since the epoch). Stored targets open
-            only the chunk files overlapping the range; a computed target is
-            computed whole (and saved), then selected.
+            only the chunk files overlapping the range; a target that must be
+            computed is computed whole, then selected, and nothing is saved
+            (as in strax: a time-range request never publishes data).
         seconds_range : (float, float), optional
             The same in seconds from the start of the run.
         time_selection : "fully_contained" or "touching"
@@ -540,6 +541,10 @@ class Selection:
             return None
         return cls(None if time_range is None else (int(time_range[0]), int(time_range[1])),
                    seconds_range, time_selection, selection)
+
+    @property
+    def limits_time(self) -> bool:
+        return self.time_range is not None or self.seconds_range is not None
 
     def absolute_range(self, run_start: int) -> tuple[int, int] | None:
         if self.time_range is not None:

@@ -494,6 +494,10 @@ class _Run:
         self.cursors: dict[str, dict[str, Cursor]] = {}
         self.nodes = {n.name: n for n in nodes}
         writable = p.context._writable_store()
+        if self.selection is not None and self.selection.limits_time:
+            # A run asked for a time range publishes nothing (as strax): what
+            # the caller sees is a selection, and "complete" must mean the run.
+            writable = None
         for node in nodes:
             plugin = node.plugin_class()
             plugin._bind(**node.bind(self.run_id))
