@@ -375,3 +375,12 @@ def test_killed_writer_leaves_nothing_complete_and_the_next_run_equals_a_clean_o
     clean = ctx_for(tmp_path / "clean")
     for t in ("peaks", "peak_basics"):
         toy.assert_same_arrays(ctx.get_array("r1", t), clean.get_array("r1", t), t)
+
+
+def test_changed_dtype_without_version_bump_is_refused(monkeypatch):
+    store = MemoryStore()
+    ctx_for(store).get_array("r1", "peak_basics")
+    wider = np.dtype([*toy.BASICS_DTYPE.descr, ("extra", np.int8)])
+    monkeypatch.setattr(toy.PeakBasics, "dtype", wider)
+    with pytest.raises(straxio.PluginError, match="bump PeakBasics.__version__"):
+        ctx_for(store).get_array("r1", "peak_basics")

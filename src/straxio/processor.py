@@ -456,6 +456,12 @@ class _Run:
                 continue
             stored = self.processor.context._find_stored(self.run_id, d, plan.lineage_hash(d))
             if stored is not None:
+                if stored.dtype != node.output_dtypes[d]:
+                    raise PluginError(
+                        f"{d!r} of run {self.run_id!r} is stored at {stored.location} with "
+                        f"dtype {stored.dtype}, but plugin {node.name} now declares "
+                        f"{node.output_dtypes[d]} under the same lineage; bump "
+                        f"{node.name}.__version__ when its output changes")
                 self.loaded[d] = stored
                 continue
             compute.add(node.name)
