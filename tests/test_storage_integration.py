@@ -85,6 +85,15 @@ async def test_untracked_option_loads_tracked_option_recomputes(aloop):
     changed = await run_stats(ctx_for(store, peaks_seed=5), "r1", "peak_basics")
     assert changed.components["PeakBasics"].compute_calls > 0
 
+    class Peaks(toy.Peaks):  # same name, new version upstream
+        __version__ = "0.2.0"
+
+    bumped = ctx_for(store)
+    bumped.register(Peaks, replace=True)
+    again = await run_stats(bumped, "r1", "peak_basics")
+    assert again.components["PeakBasics"].compute_calls > 0
+    assert "load:peaks" not in again.components
+
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("rechunk", [True, False], ids=["rechunk", "as-produced"])
