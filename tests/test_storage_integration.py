@@ -391,5 +391,5 @@ def test_changed_dtype_without_version_bump_is_refused(monkeypatch):
     ctx_for(store).get_array("r1", "peak_basics")
     wider = np.dtype([*toy.BASICS_DTYPE.descr, ("extra", np.int8)])
     monkeypatch.setattr(toy.PeakBasics, "dtype", wider)
-    with pytest.raises(straxio.PluginError, match="bump PeakBasics.__version__"):
+    with pytest.raises(straxio.PluginError, match=r"bump PeakBasics\.__version__"):
         ctx_for(store).get_array("r1", "peak_basics")
