@@ -793,8 +793,9 @@ class _Run:
         # is cancelled meanwhile, finish opening and abort, so that neither a
         # lock nor an unexplained folder stays behind. The task is awaited on
         # every path below.
-        opening = asyncio.ensure_future(
-            store.open_writer(key, metadata=metadata, run_sync=self.offload))
+        opening = asyncio.get_running_loop().create_task(
+            store.open_writer(key, metadata=metadata, run_sync=self.offload),
+            name=f"straxio:{self.run_id}:open:{data_type}")
         try:
             writer = await asyncio.shield(opening)
         except asyncio.CancelledError:
