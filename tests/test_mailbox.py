@@ -176,3 +176,22 @@ async def test_fan_out_in_a_run_paces_producer_by_held_consumer(aloop):
     assert stats.components["HeldConsumer"].chunks_out == stats.components["Peaks"].chunks_out
     for name in ("PeakBasics", "PeakExtra", "HeldConsumer"):
         assert stats.components[name].chunks_in == stats.components["Peaks"].chunks_out
+
+
+@pytest.mark.asyncio
+async def test_statistics_show_time_waiting_for_input_and_for_room(aloop):
+    HeldConsumer.release = asyncio.Event()
+    ctx = straxio.Context(register=[*toy.toy_plugins(), HeldConsumer],
+                          config={"toy_chunking": 5})
+    async with ctx.processor(["held", "peak_basics"], max_chunks=1) as proc:
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(proc.run("run_wait"), name="straxio-test:run")
+            await until(lambda: proc.run_statistics() and
+                        proc.run_statistics()["run_wait"].mailboxes["peaks"].producer_waiting,
+                        "producer waiting")
+            await asyncio.sleep(0.05)  # measured, not synchronised on
+            HeldConsumer.release.set()
+        stats = run.result()
+    assert stats.components["Peaks"].wait_output_seconds >= 0.04
+    assert stats.components["PeakBasics"].wait_input_seconds > 0
+    assert "waiting in" in str(stats)

@@ -104,6 +104,10 @@ class ComponentStatistics:
     compute_calls: int
     inline_calls: int
     compute_seconds: float
+    #: time spent waiting for input chunks (mailbox empty)
+    wait_input_seconds: float
+    #: time spent waiting for room to publish (slowest reader behind)
+    wait_output_seconds: float
     #: largest number of bytes the input synchronizer held between rounds
     peak_held_bytes: int
 
@@ -134,7 +138,8 @@ class RunStatistics:
             lines.append(
                 f"  {c.name:<28} in {c.chunks_in:>5} chunks {c.bytes_in / 1e6:9.2f} MB  "
                 f"out {c.chunks_out:>5} chunks {c.bytes_out / 1e6:9.2f} MB  "
-                f"compute {c.compute_calls:>5} calls {c.compute_seconds:8.3f} s")
+                f"compute {c.compute_calls:>5} calls {c.compute_seconds:8.3f} s  "
+                f"waiting in {c.wait_input_seconds:7.3f} s out {c.wait_output_seconds:7.3f} s")
         lines.extend(f"  mailbox {m}" for m in self.mailboxes.values())
         return "\n".join(lines)
 
@@ -157,6 +162,8 @@ class _Counters:
         self.chunks_in = self.bytes_in = self.chunks_out = self.bytes_out = 0
         self.compute_calls = self.inline_calls = 0
         self.compute_seconds = 0.0
+        self.wait_input_seconds = 0.0
+        self.wait_output_seconds = 0.0
         self.sync: Synchronizer | None = None
         self.peak_held_bytes = 0  # held outside mailboxes by the task itself
         # inline decision for "auto"
@@ -172,6 +179,8 @@ class _Counters:
             bytes_in=self.bytes_in, chunks_out=self.chunks_out, bytes_out=self.bytes_out,
             compute_calls=self.compute_calls, inline_calls=self.inline_calls,
             compute_seconds=self.compute_seconds,
+            wait_input_seconds=self.wait_input_seconds,
+            wait_output_seconds=self.wait_output_seconds,
             peak_held_bytes=max(self.peak_held_bytes,
                                 self.sync.peak_held_bytes if self.sync else 0))
 
@@ -333,6 +342,8 @@ class _Monitor:
         self.tasks: set[asyncio.Task] = set()
         self.external: list[Cursor] = []
         self.blocked: dict[ty.Any, tuple[Mailbox, str, asyncio.Future]] = {}
+        self._since: dict[ty.Any, float] = {}
+        self.counters: dict[ty.Any, _Counters] = {}  # task -> its component's counters
         self.in_executor = 0
         self._scheduled = False
         self.loop = asyncio.get_running_loop()
@@ -346,6 +357,7 @@ class _Monitor:
     def _task_done(self, task):
         self.tasks.discard(task)
         self.blocked.pop(task, None)
+        self._since.pop(task, None)
         if not self.tasks and not self.done.done():
             self.done.set_result(None)
         else:
@@ -353,10 +365,19 @@ class _Monitor:
 
     def block(self, key, mailbox, op, fut):
         self.blocked[key] = (mailbox, op, fut)
+        self._since[key] = time.perf_counter()
         self.schedule()
 
     def unblock(self, key):
-        self.blocked.pop(key, None)
+        entry = self.blocked.pop(key, None)
+        since = self._since.pop(key, None)
+        counters = self.counters.get(key)
+        if entry is not None and since is not None and counters is not None:
+            waited = time.perf_counter() - since
+            if entry[1] == "get":
+                counters.wait_input_seconds += waited
+            else:
+                counters.wait_output_seconds += waited
 
     def job_started(self):
         self.in_executor += 1
@@ -637,6 +658,8 @@ class _Run:
         task = tg.create_task(self._guard(name, coro), name=f"straxio:{self.run_id}:{name}")
         assert self.monitor is not None
         self.monitor.add_task(task)
+        if name in self.counters:
+            self.monitor.counters[task] = self.counters[name]
 
     async def _guard(self, name: str, coro):
         try:
