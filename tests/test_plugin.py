@@ -246,3 +246,13 @@ async def test_inline_compute_that_gets_expensive_goes_back_to_the_pool(aloop):
     assert GetsCostly.where[10] == "MainThread"  # cheap: inline after 8 probes
     assert GetsCostly.where[20] == "MainThread"  # the first expensive one, measured inline
     assert all(GetsCostly.where[i].startswith("straxio") for i in range(21, n))
+
+
+@pytest.mark.asyncio
+async def test_run_range_of_sources_gives_progress(aloop):
+    ctx = straxio.Context(register=toy.toy_plugins(), config={"toy_chunking": 4})
+    async with ctx.processor("peak_basics") as proc:
+        stats = await proc.run("r")
+    assert stats.time_range == (0, toy.RUN_LENGTH)
+    assert stats.fraction_done("peak_basics") == 1.0
+    assert stats.mailboxes["peak_basics"].last_end == toy.RUN_LENGTH

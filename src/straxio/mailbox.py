@@ -46,6 +46,8 @@ class MailboxStatistics:
     #: times the bound was relaxed to let a blocked diamond go on
     relaxations: int
     published_chunks: int
+    #: end (ns) of the last published chunk, None before the first
+    last_end: int | None
     producer_waiting: bool
     #: subscriber name -> number of chunks it has taken
     cursors: dict[str, int]
@@ -97,6 +99,7 @@ class Mailbox:
         self._chunks: deque[Chunk] = deque()
         self._first = 0  # index (in publication order) of self._chunks[0]
         self._published = 0
+        self._last_end: int | None = None
         self._bytes = 0
         self._cursors: list[Cursor] = []
         self._put_waiter: asyncio.Future | None = None
@@ -163,6 +166,7 @@ class Mailbox:
         else:
             self._first += 1
         self._published += 1
+        self._last_end = chunk.end
         for c in self._cursors:
             c._wake()
 
@@ -219,6 +223,7 @@ class Mailbox:
             peak_buffered_bytes=self._peak_bytes,
             relaxations=self._relaxations,
             published_chunks=self._published,
+            last_end=self._last_end,
             producer_waiting=self._put_waiter is not None and not self._put_waiter.done(),
             cursors={c.name: c._pos for c in self._cursors},
             waiting_subscribers=tuple(c.name for c in self._cursors if c.waiting),

@@ -392,6 +392,12 @@ class Plugin:
         raise NotImplementedError(f"source plugin {type(self).__name__} must define source()")
         yield  # pragma: no cover
 
+    def run_range(self, run_id: str) -> tuple[int, int] | None:
+        """For sources: the ``[start, end)`` (ns) the run will cover, if known
+        before reading it (used for progress). Called after options are set
+        and ``setup()``; return None when unknown (the default)."""
+        return None
+
     def chunk(self, *, start: int, end: int, data, data_type: str | None = None) -> Chunk:
         """Wrap ``data`` in a validated Chunk of this plugin's output."""
         if data_type is None:

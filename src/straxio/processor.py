@@ -125,6 +125,20 @@ class RunStatistics:
     mailboxes: dict[str, MailboxStatistics]
     seconds: float
     finished: bool
+    #: ``[start, end)`` the sources announced for the run (``Plugin.run_range``),
+    #: or None when they do not know it beforehand
+    time_range: tuple[int, int] | None = None
+
+    def fraction_done(self, target: str) -> float | None:
+        """How much of the run's time range ``target`` has covered (0 to 1),
+        or None when the range is unknown."""
+        m = self.mailboxes.get(target)
+        if self.time_range is None or m is None:
+            return None
+        start, end = self.time_range
+        if m.last_end is None:
+            return 1.0 if m.closed else 0.0
+        return 1.0 if end <= start else min(1.0, max(0.0, (m.last_end - start) / (end - start)))
 
     @property
     def memory_beyond_budgets(self) -> int:
@@ -453,6 +467,7 @@ class _Run:
         self.counters: dict[str, _Counters] = {}
         self.output: ChunkStream | None = None
         self._stop_reason: str | None = None
+        self.time_range: tuple[int, int] | None = None
         self._t0 = time.perf_counter()
         self._finished = False
         self.monitor: _Monitor | None = None
@@ -533,6 +548,12 @@ class _Run:
             except Exception as e:
                 _note_once(e, f"in setup() of plugin {node.name} for run {self.run_id!r}")
                 raise
+            if node.is_source:
+                r = plugin.run_range(self.run_id)
+                if r is not None:
+                    lo, hi = int(r[0]), int(r[1])
+                    self.time_range = (lo, hi) if self.time_range is None else (
+                        min(lo, self.time_range[0]), max(hi, self.time_range[1]))
             counters = _Counters(node.name, "source" if node.is_source else "plugin",
                                  node.provides)
             plugin._runner = _ComputeRunner(self, node.name, counters)
@@ -880,6 +901,7 @@ class _Run:
             mailboxes={n: mb.statistics() for n, mb in self.mailboxes.items()},
             seconds=time.perf_counter() - self._t0,
             finished=self._finished,
+            time_range=self.time_range,
         )
 
 

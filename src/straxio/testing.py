@@ -168,6 +168,9 @@ class _ToySource(_Failing, Plugin):
     def make(self) -> np.ndarray:
         raise NotImplementedError
 
+    def run_range(self, run_id):
+        return (0, RUN_LENGTH)
+
     async def source(self, run_id):
         data = self.make()
         seed = self.toy_chunking * 1000 + zlib.crc32(type(self).__name__.encode()) % 1000
