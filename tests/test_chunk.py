@@ -560,3 +560,14 @@ def test_helpers_need_sorted_input():
         split_by_containment(unsorted, rows([], []))
     with pytest.raises(ChunkError, match="things must be sorted"):
         touching_windows(unsorted, rows([], []))
+
+
+def test_fully_contained_in_can_exclude_zero_length_things_at_the_end():
+    from straxio.chunk import fully_contained_in
+
+    containers = np.zeros(2, dtype=interval_dtype)
+    containers["time"], containers["endtime"] = [0, 100], [100, 200]
+    things = np.zeros(2, dtype=interval_dtype)
+    things["time"] = things["endtime"] = [50, 100]
+    assert fully_contained_in(things, containers).tolist() == [0, 0]
+    assert fully_contained_in(things, containers, exclude_end=True).tolist() == [0, 1]

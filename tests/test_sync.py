@@ -106,3 +106,44 @@ def test_inputs_ending_at_different_times_is_an_error():
     assert isinstance(err, straxio.ChunkError)
     assert "inputs of test for run 'r'" in str(err)
     assert "ended while" in str(err) or "different times" in str(err)
+
+
+class _Events(straxio.Plugin):
+    provides = "ev"
+    dtype = DTYPE
+    cut = 100
+
+    async def source(self, run_id):
+        x = np.zeros(1, dtype=DTYPE)
+        x["time"], x["endtime"] = 0, 100
+        first, second = x[:1], x[:0]
+        yield self.chunk(start=0, end=self.cut, data=first)
+        yield self.chunk(start=self.cut, end=300, data=second)
+
+
+class _Peaks(straxio.Plugin):
+    provides = "pk"
+    dtype = DTYPE
+
+    async def source(self, run_id):
+        x = np.zeros(1, dtype=DTYPE)
+        x["time"] = x["endtime"] = 100  # zero length, exactly at the event's end
+        yield self.chunk(start=0, end=300, data=x)
+
+
+class _Count(straxio.LoopPlugin):
+    depends_on = ("ev", "pk")
+    provides = "count"
+    dtype = np.dtype([*time_fields(), ("n", np.int64)])
+
+    def compute(self, ev, pk):
+        out = np.zeros(len(ev), dtype=self.dtype)
+        out["n"] = pk.counts()
+        return out
+
+
+@pytest.mark.parametrize("cut", [100, 150])
+def test_zero_length_row_at_a_base_rows_end_is_never_contained(cut):
+    events = type("Ev", (_Events,), {"cut": cut})
+    ctx = straxio.Context(register=[events, _Peaks, _Count])
+    assert ctx.get_array("r", "count")["n"].tolist() == [0]

@@ -727,12 +727,16 @@ def sort_by_time(x: np.ndarray) -> np.ndarray:
     return x[order]
 
 
-def fully_contained_in(things: np.ndarray, containers: np.ndarray) -> np.ndarray:
+def fully_contained_in(things: np.ndarray, containers: np.ndarray, *,
+                       exclude_end: bool = False) -> np.ndarray:
     """For each thing, the first container that fully contains it.
 
     A container contains a thing if ``container.time <= thing.time`` and
     ``thing.endtime <= container.endtime`` (a zero-length thing at a
-    container's end counts as contained).
+    container's end counts as contained, as in strax). With ``exclude_end``
+    it does not: zero-length things count as ``[time, time + 1)``. The
+    engine's containment uses that, because a cut at a container's end puts
+    such a thing into the next batch.
 
     Parameters
     ----------
@@ -754,6 +758,8 @@ def fully_contained_in(things: np.ndarray, containers: np.ndarray) -> np.ndarray
     """
     c_time = _require_sorted(containers, "containers")
     t_time, t_end = _time_columns(things)
+    if exclude_end:
+        t_end = np.maximum(t_end, t_time + 1)
     return _fully_contained_in(t_time, t_end, c_time, _i64(endtime(containers)))
 
 

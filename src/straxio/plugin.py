@@ -159,7 +159,9 @@ class Contained:
 
     What a containment (or loop) plugin's compute receives for every non-base
     kind. Rows inside no base row are dropped; a row inside several overlapping
-    base rows belongs to the first of them.
+    base rows belongs to the first of them. A zero-length row exactly at a base
+    row's end is not inside it (it belongs with what starts there), so the
+    result never depends on where the inputs were cut.
 
     Attributes
     ----------
@@ -428,7 +430,9 @@ class Plugin:
             for kind, chunk in kinds.items():
                 if kind == self.base_kind_name():
                     continue
-                idx = fully_contained_in(chunk.data, base)
+                # A zero-length row at a base row's end is cut into the next
+                # batch, so it must not count as contained (chunking law).
+                idx = fully_contained_in(chunk.data, base, exclude_end=True)
                 keep = idx >= 0
                 rows = chunk.data[keep]
                 rows.flags.writeable = False

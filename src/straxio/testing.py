@@ -478,8 +478,11 @@ def reference(config: dict | None = None) -> dict[str, np.ndarray]:
     for name in field_names(summary.dtype):
         summary[name] = basics[name] if name in basics.dtype.names else extra[name]
     # Brute force containment: the first event holding each peak.
+    # Zero-length peaks count as [time, time + 1): one at an event's end
+    # belongs to what starts there (the engine's containment rule).
+    peak_end = np.maximum(peaks["endtime"], peaks["time"] + 1)
     inside = ((peaks["time"][:, None] >= events["time"][None, :])
-              & (peaks["endtime"][:, None] <= events["endtime"][None, :]))
+              & (peak_end[:, None] <= events["endtime"][None, :]))
     idx = np.where(inside.any(axis=1), inside.argmax(axis=1), -1)
     keep = idx >= 0
     info = event_info(len(events), peaks["area"][keep], idx[keep], INFO_DTYPE)
