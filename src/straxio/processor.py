@@ -101,6 +101,8 @@ class ComponentStatistics:
     bytes_in: int
     chunks_out: int
     bytes_out: int
+    #: rows published (plugins, sources, loaders) or received (sinks, savers)
+    rows: int
     compute_calls: int
     inline_calls: int
     compute_seconds: float
@@ -175,6 +177,7 @@ class _Counters:
         self.name, self.kind, self.provides = name, kind, tuple(provides)
         self.chunks_in = self.bytes_in = self.chunks_out = self.bytes_out = 0
         self.compute_calls = self.inline_calls = 0
+        self.rows = 0
         self.compute_seconds = 0.0
         self.wait_input_seconds = 0.0
         self.wait_output_seconds = 0.0
@@ -191,6 +194,7 @@ class _Counters:
         return ComponentStatistics(
             name=self.name, kind=self.kind, provides=self.provides, chunks_in=self.chunks_in,
             bytes_in=self.bytes_in, chunks_out=self.chunks_out, bytes_out=self.bytes_out,
+            rows=self.rows,
             compute_calls=self.compute_calls, inline_calls=self.inline_calls,
             compute_seconds=self.compute_seconds,
             wait_input_seconds=self.wait_input_seconds,
@@ -206,6 +210,15 @@ def _timed_compute(plugin: Plugin, kwargs: dict):
     t0 = time.perf_counter()
     result = plugin.compute(**kwargs)
     return result, time.perf_counter() - t0
+
+
+def _worker_init():
+    # Ctrl-C in a terminal reaches the whole process group. The parent owns
+    # cancelling (in-flight computes are awaited, then the pool is shut down);
+    # workers must not die mid-compute with a KeyboardInterrupt of their own.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _timed_call(fn, args):
@@ -735,6 +748,7 @@ class _Run:
             prev[data_type] = chunk
             counters.chunks_out += 1
             counters.bytes_out += chunk.nbytes
+            counters.rows += len(chunk)
             await self.mailboxes[data_type].put(chunk)
 
     async def _source(self, node, plugin: Plugin):
@@ -812,11 +826,24 @@ class _Run:
         work of this run (so the stall monitor sees it)."""
         return await _Job(self, self.processor._submit_thread(self, fn, *args)).result()
 
+    def _offload_for(self, name: str):
+        """``offload`` that also counts the call and its time for component ``name``."""
+        counters = self.counters[name]
+
+        async def offload(fn, *args):
+            job = _Job(self, self.processor._submit_thread(self, _timed_call, fn, args))
+            result, seconds = await job.result()
+            counters.compute_calls += 1
+            counters.compute_seconds += seconds
+            return result
+        return offload
+
     async def _load(self, data_type: str, stored: StoredData):
         time_range = None
         if data_type in self.outputs and self.selection is not None:
             time_range = self.selection.absolute_range(stored.start)
-        await load_into(stored, self.mailboxes[data_type], offload=self.offload,
+        await load_into(stored, self.mailboxes[data_type],
+                        offload=self._offload_for(f"load:{data_type}"),
                         time_range=time_range, counters=self.counters[f"load:{data_type}"])
 
     async def _saver(self, data_type: str, cursor: Cursor):
@@ -847,20 +874,29 @@ class _Run:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait([opening])
             if not opening.cancelled() and opening.exception() is None:
-                await opening.result().abort(self.failures[0][0] if self.failures else None)
+                await opening.result().abort(self._abort_reason())
             raise
         published = False
         try:
             target = (int(cls.chunk_target_size_mb * 1e6) if cls.rechunk_on_save else None)
-            published = await save_from(cursor, writer, offload=self.offload,
+            published = await save_from(cursor, writer,
+                                        offload=self._offload_for(f"save:{data_type}"),
                                         level=cls.compression_level, target_bytes=target,
                                         counters=self.counters[f"save:{data_type}"],
                                         may_publish=lambda: not self.failures)
         finally:
             if not published:
                 # Failed, cancelled, left early, or produced nothing: never complete.
-                reason: BaseException | None = self.failures[0][0] if self.failures else None
-                await writer.abort(reason)
+                await writer.abort(self._abort_reason())
+
+    def _abort_reason(self) -> BaseException:
+        if self.failures:
+            return self.failures[0][0]
+        if self._stop_reason == "left":
+            return asyncio.CancelledError("the caller left the iterator early")
+        if self._stop_reason == "closed":
+            return asyncio.CancelledError("the processor was closed")
+        return asyncio.CancelledError("the run was cancelled or produced no data")
 
     async def _sink(self, name: str, cursors: dict[str, Cursor]):
         counters = self.counters[name]
@@ -868,6 +904,7 @@ class _Run:
         async for chunk in cursor:
             counters.chunks_in += 1
             counters.bytes_in += chunk.nbytes
+            counters.rows += len(chunk)
 
     async def _merge(self, name: str, cursors: dict[str, Cursor]):
         counters = self.counters[name]
@@ -879,6 +916,7 @@ class _Run:
             chunk = Chunk.merge(list(batch.chunks.values()), data_type=merged)
             counters.chunks_out += 1
             counters.bytes_out += chunk.nbytes
+            counters.rows += len(chunk)
             await mb.put(chunk)
         mb.close()
 
@@ -1091,7 +1129,8 @@ class Processor:
         self._check_open()
         if self._processes is None:
             self._processes = concurrent.futures.ProcessPoolExecutor(
-                self.process_workers, mp_context=multiprocessing.get_context(self.mp_context))
+                self.process_workers, mp_context=multiprocessing.get_context(self.mp_context),
+                initializer=_worker_init)
         with self._lock:
             self._process_jobs += 1
         if run.monitor is not None:

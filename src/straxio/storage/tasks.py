@@ -26,6 +26,9 @@ class Counters(ty.Protocol):
     bytes_in: int
     chunks_out: int
     bytes_out: int
+    rows: int
+    compute_calls: int
+    compute_seconds: float
     peak_held_bytes: int
 
 
@@ -61,6 +64,7 @@ async def save_from(cursor: Cursor, writer: Writer, *, offload: Offload, level: 
     async for chunk in cursor:
         counters.chunks_in += 1
         counters.bytes_in += chunk.nbytes
+        counters.rows += len(chunk)
         if start is None:
             start = chunk.start
         end = chunk.end
@@ -102,5 +106,6 @@ async def load_into(stored: StoredData, mailbox: Mailbox, *, offload: Offload,
         counters.bytes_in += len(payload)
         counters.chunks_out += 1
         counters.bytes_out += chunk.nbytes
+        counters.rows += len(chunk)
         await mailbox.put(chunk)
     mailbox.close()
