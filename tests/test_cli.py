@@ -11,7 +11,6 @@ system or ``kill -INT -PGID`` does).
 from __future__ import annotations
 
 import fcntl
-import importlib
 import os
 import pathlib
 import re
@@ -27,17 +26,6 @@ import pytest
 
 from straxio.storage import DirectoryStore
 
-
-def _have_tpc() -> bool:
-    try:
-        tpc = importlib.import_module("straxio.tpc")
-    except ImportError:
-        return False
-    return all(hasattr(tpc, a) for a in ("plugins", "write_run", "DEFAULT_TARGET"))
-
-
-needs_tpc = pytest.mark.skipif(not _have_tpc(), reason="straxio.tpc (the bundled pipeline) "
-                               "is not there yet")
 DOCS = pathlib.Path(__file__).parents[1] / "docs" / "cli.md"
 
 # A plugin file of its own: a source that can take its time between chunks
@@ -502,7 +490,6 @@ def test_the_plugin_file_of_the_docs_runs(work):
 # --------------------------------------------------------------------------- the bundled pipeline
 
 
-@needs_tpc
 def test_demo_runs_cold_then_warm(work):
     r = straxio_cli("demo", "-s", "store", "--size-mb", "2", "--no-progress", cwd=work,
                     timeout=120)
@@ -513,7 +500,6 @@ def test_demo_runs_cold_then_warm(work):
     assert "complete" in statuses(work / "store")["event_info"]
 
 
-@needs_tpc
 def test_run_on_the_file_source(work):
     from straxio import tpc
 

@@ -649,16 +649,27 @@ def _in_running_loop() -> bool:
 
 
 def _run_blocking(make_coro):
+    # The result comes back through a holder, not as the task's result: on
+    # Python 3.11 asyncio.Runner formats the main task with %r when it
+    # restores the SIGINT handler, and the repr of a task holding a large
+    # array costs as much as printing the array.
+    holder: dict = {}
+
+    async def main():
+        holder["value"] = await make_coro()
+
     if not _in_running_loop():
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            return runner.run(make_coro())
+            runner.run(main())
+        return holder["value"]
     # Inside a running loop (Jupyter): a private loop in a worker thread.
     result: dict = {}
 
     def work():
         try:
             with asyncio.Runner(loop_factory=_new_loop) as runner:
-                result["value"] = runner.run(make_coro())
+                runner.run(main())
+            result["value"] = holder["value"]
         except BaseException as e:
             result["error"] = e
 
