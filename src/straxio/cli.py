@@ -451,9 +451,7 @@ def target_counts(stats: RunStatistics, plan: Plan) -> dict[str, TargetCount]:
     out = {}
     for t in plan.targets:
         sink = stats.components.get(f"sink:{t}")
-        itemsize = plan.nodes[plan.producer[t]].output_dtypes[t].itemsize
-        nbytes = sink.bytes_in if sink else 0
-        out[t] = TargetCount(nbytes // itemsize if itemsize else 0, nbytes,
+        out[t] = TargetCount(sink.rows if sink else 0, sink.bytes_in if sink else 0,
                              _origin(stats, t))
     return out
 
