@@ -229,16 +229,19 @@ class Batch:
         """Cut every input at the latest time <= t where no input has a row
         straddling; returns the parts before and after (same cut for all)."""
         t = max(self.start, min(t, self.end))
-        while True:
-            t_new = t
-            for c in self.chunks.values():
-                t_new = min(t_new, c.split(t_new, allow_early_split=True)[0].end)
-            if t_new == t:
-                break
-            t = t_new
-        before, after = {}, {}
-        for name, c in self.chunks.items():
-            before[name], after[name] = c.split(t, allow_early_split=False)
+        if all(c.end == t for c in self.chunks.values()):
+            # The common case (inputs chunked alike): nothing to cut, no copy.
+            before = dict(self.chunks)
+            after = {n: c._like(t, t, c.data[:0]) for n, c in self.chunks.items()}
+        else:
+            while True:
+                parts = {n: c.split(t, allow_early_split=True) for n, c in self.chunks.items()}
+                t_new = min(p[0].end for p in parts.values())
+                if t_new == t:
+                    break  # every input could be cut at t itself: these parts are it
+                t = t_new
+            before = {n: p[0] for n, p in parts.items()}
+            after = {n: p[1] for n, p in parts.items()}
         return (Batch(self.run_id, self.chunk_i, self.start, t, before),
                 Batch(self.run_id, self.chunk_i, t, self.end, after))
 
