@@ -48,6 +48,7 @@ import time
 import traceback
 import typing as ty
 from collections import deque
+from statistics import median
 
 import numpy as np
 
@@ -184,8 +185,8 @@ class _Counters:
         self.sync: Synchronizer | None = None
         self.peak_held_bytes = 0  # held outside mailboxes by the task itself
         # inline decision for "auto"
-        self.probe_seconds = 0.0
-        self.probes = 0
+        # Compute times of the latest calls in the pool (the inline decision).
+        self.recent: deque[float] = deque(maxlen=INLINE_PROBES)
         self.inline = False
 
     def freeze(self) -> ComponentStatistics:
@@ -326,12 +327,15 @@ class _ComputeRunner:
             c.inline_calls += 1
             if seconds > 10 * threshold:
                 # Got expensive (bigger chunks?): back to the pool, measure again.
-                c.inline, c.probes, c.probe_seconds = False, 0, 0.0
-        elif c.probes < INLINE_PROBES:
-            c.probes += 1
-            c.probe_seconds += seconds
-            if c.probes == INLINE_PROBES:
-                c.inline = c.probe_seconds / c.probes < threshold
+                c.inline = False
+                c.recent.clear()
+        else:
+            # Decided on the median of the latest pool calls, again after every
+            # call: a few slow first calls (GIL contention, warm-up) must not keep
+            # a cheap plugin paying a thread handoff per chunk for the whole run.
+            c.recent.append(seconds)
+            if len(c.recent) == INLINE_PROBES:
+                c.inline = median(c.recent) < threshold
 
     def submit(self, plugin: Plugin, kwargs: dict) -> _Job:
         return self.run.submit(plugin, kwargs)
