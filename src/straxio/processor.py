@@ -50,8 +50,6 @@ import typing as ty
 from collections import deque
 from statistics import median
 
-import numpy as np
-
 from .chunk import Chunk, check_continuity
 from .exceptions import PipelineStalled, PlanError, PluginError, RemoteError, StraxioError
 from .mailbox import Cursor, Mailbox, MailboxStatistics
@@ -1229,7 +1227,3 @@ class Processor:
                 active_runs=tuple(r.run_id for r in self._runs),
                 closed=self._closed,
             )
-
-
-def _empty_like(dtype) -> np.ndarray:
-    return np.zeros(0, dtype=dtype)
