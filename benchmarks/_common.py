@@ -101,6 +101,16 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help=f"Python with strax installed (default {DEFAULT_STRAX_PYTHON})")
     parser.add_argument("--no-strax", action="store_true", help="run straxio alone")
     parser.add_argument("--out", default=None, help="JSON file (default results/<bench>.json)")
+    # Set by the parent when it starts this script as a measuring worker.
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--framework", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+
+
+def report(name: str, out: dict, args: argparse.Namespace) -> None:
+    """Print a benchmark's tables and write its JSON."""
+    print(out["tables"])
+    print(f"\nJSON: {write_json(name, out, args.out)}")
 
 
 def worker(python: str, script: pathlib.Path, argv: list[str], timeout: float = 900) -> dict:

@@ -358,10 +358,6 @@ def main(argv=None):
     parser.add_argument("--chunk-mb", type=float, default=None,
                         help="raw MB per chunk (default 10, --quick 5)")
     C.add_common_args(parser)
-    # worker side
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--framework", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--raw-dir", help=argparse.SUPPRESS)
     parser.add_argument("--run-id", help=argparse.SUPPRESS)
     parser.add_argument("--warm-run", help=argparse.SUPPRESS)
@@ -375,9 +371,7 @@ def main(argv=None):
               "kernels": kernels_worker}[args.framework]
         C.emit(fn(args))
         return
-    out = run(args)
-    print(out["tables"])
-    print(f"\nJSON: {C.write_json('chain', out, args.out)}")
+    C.report("chain", run(args), args)
 
 
 if __name__ == "__main__":

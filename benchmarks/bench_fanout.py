@@ -88,16 +88,11 @@ def main(argv=None):
                         help="chunks per run (default 2000, --quick 500)")
     parser.add_argument("--rows", type=int, default=100, help="rows per chunk")
     C.add_common_args(parser)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--framework", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         C.emit(measure(args))
         return
-    out = run(args)
-    print(out["tables"])
-    print(f"\nJSON: {C.write_json('fanout', out, args.out)}")
+    C.report("fanout", run(args), args)
 
 
 if __name__ == "__main__":

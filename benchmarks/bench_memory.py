@@ -76,9 +76,7 @@ def main(argv=None):
                         help="raw MB per chunk (default 10, --quick 5)")
     C.add_common_args(parser)
     args = parser.parse_args(argv)
-    out = run(args)
-    print(out["tables"])
-    print(f"\nJSON: {C.write_json('memory', out, args.out)}")
+    C.report("memory", run(args), args)
 
 
 if __name__ == "__main__":

@@ -91,16 +91,11 @@ def main(argv=None):
                         help="chunks per run (default 10000, --quick 2000)")
     parser.add_argument("--rows", type=int, default=100, help="rows per chunk")
     C.add_common_args(parser)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--framework", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         C.emit(measure(args))
         return
-    out = run(args)
-    print(out["tables"])
-    print(f"\nJSON: {C.write_json('overhead', out, args.out)}")
+    C.report("overhead", run(args), args)
 
 
 if __name__ == "__main__":
