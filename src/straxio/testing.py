@@ -238,10 +238,16 @@ BASICS_DTYPE = np.dtype([*time_fields(), (("peak width in ns", "width"), np.int6
                          (("twice the area", "area_x2"), np.float64)])
 
 
+def _rows_like(rows: np.ndarray, dtype) -> np.ndarray:
+    """Zeroed output rows of ``dtype`` with the time fields of ``rows``."""
+    out = np.zeros(len(rows), dtype=dtype)
+    out["time"] = rows["time"]
+    out["endtime"] = rows["endtime"]
+    return out
+
+
 def peak_basics(peaks, dtype):
-    out = np.zeros(len(peaks), dtype=dtype)
-    out["time"] = peaks["time"]
-    out["endtime"] = peaks["endtime"]
+    out = _rows_like(peaks, dtype)
     out["width"] = peaks["endtime"] - peaks["time"]
     out["area_x2"] = peaks["area"] * 2
     return out
@@ -273,9 +279,7 @@ EXTRA_DTYPE = np.dtype([("time", np.int64), ("endtime", np.int64),
 
 
 def peak_extra(peaks, dtype):
-    out = np.zeros(len(peaks), dtype=dtype)
-    out["time"] = peaks["time"]
-    out["endtime"] = peaks["endtime"]
+    out = _rows_like(peaks, dtype)
     out["log_area"] = np.log1p(np.abs(peaks["area"]))
     return out
 
@@ -322,9 +326,7 @@ def peak_proximity(peaks, window, dtype):
     t = peaks["time"]
     lo = np.searchsorted(t, t - window, side="left")
     hi = np.searchsorted(t, t + window, side="right")
-    out = np.zeros(len(peaks), dtype=dtype)
-    out["time"] = t
-    out["endtime"] = peaks["endtime"]
+    out = _rows_like(peaks, dtype)
     out["n_nearby"] = hi - lo - 1
     return out
 
@@ -429,9 +431,7 @@ CONTAINED_DTYPE = np.dtype([*time_fields(), (("peak area in PE", "area"), np.flo
 
 
 def contained_peaks(events, rows, base_index, dtype):
-    out = np.zeros(len(rows), dtype=dtype)
-    out["time"] = rows["time"]
-    out["endtime"] = rows["endtime"]
+    out = _rows_like(rows, dtype)
     out["area"] = rows["area"]
     out["event_time"] = events["time"][base_index]
     return out
