@@ -216,12 +216,20 @@ def test_get_df_and_get_iter():
 
 
 def test_get_iter_closed_early_stops_the_run():
-    ctx = toy_context(toy_chunking=2)
-    it = ctx.get_iter("r", "peak_basics")
+    from straxio.storage import MemoryStore
+
+    store = MemoryStore()
+    ctx = straxio.Context(storage=store, register=toy.toy_plugins(),
+                          config={"toy_chunking": 2})
+    it = ctx.get_iter("r", "peak_basics", max_chunks=1)
     first = next(it)
     it.close()
     assert first.start == 0
     assert not [t for t in __import__("threading").enumerate() if t.name.startswith("straxio")]
+    # Stopped, not run to the end: nothing was published, and the savers
+    # recorded why.
+    assert not ctx.is_stored("r", "peaks") and not ctx.is_stored("r", "peak_basics")
+    assert {e.status for e in store.list_stored()} <= {"failed"}
 
 
 def test_blocking_helper_works_inside_a_running_loop():

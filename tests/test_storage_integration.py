@@ -104,13 +104,19 @@ async def test_loading_equals_computing_for_every_type(aloop, tmp_path, rechunk,
         monkeypatch.setattr(p, "chunk_target_size_mb", 0.002)
     ctx = ctx_for(tmp_path, toy_chunking=6)
     stats = await run_stats(ctx, "r1", TYPES)
+    joined = 0
     for t in TYPES:
         written = stats.components[f"save:{t}"]
+        if written.bytes_in > 2 * 2000:  # larger than two files of the 2 kB target
+            assert written.chunks_out > 1, f"{t}: one file, the target size did not bite"
         if rechunk:
             assert written.chunks_out <= written.chunks_in
+            joined += written.chunks_out < written.chunks_in
         else:
             assert written.chunks_out == written.chunks_in
         toy.assert_same_arrays(await ctx.get_array_async("r1", t), REF[t], t)
+    if rechunk:
+        assert joined, "no type had chunks joined into one file"
 
 
 @pytest.mark.asyncio
