@@ -257,8 +257,7 @@ def _remote_compute(cls: type[Plugin], bind: dict, kwargs: dict):
 class _Job:
     """One compute submitted to a pool, awaited or settled by its owner."""
 
-    def __init__(self, run: _Run, cf: concurrent.futures.Future):
-        self.run = run
+    def __init__(self, cf: concurrent.futures.Future):
         self.cf = cf
         self.fut = asyncio.wrap_future(cf)
 
@@ -296,9 +295,8 @@ class _Job:
 class _ComputeRunner:
     """What a plugin instance calls to run its compute (see Plugin.compute_batch)."""
 
-    def __init__(self, run: _Run, node_name: str, counters: _Counters):
+    def __init__(self, run: _Run, counters: _Counters):
         self.run = run
-        self.node_name = node_name
         self.counters = counters
 
     def _describe(self, plugin: Plugin, batch: Batch) -> str:
@@ -353,7 +351,7 @@ class _ComputeRunner:
             raise
 
     async def call(self, fn, *args):
-        job = _Job(self.run, self.run.processor._submit_thread(self.run, _timed_call, fn, args))
+        job = _Job(self.run.processor._submit_thread(self.run, _timed_call, fn, args))
         result, seconds = await job.result()
         self._record(seconds, False)
         return result
@@ -571,7 +569,7 @@ class _Run:
                         min(lo, self.time_range[0]), max(hi, self.time_range[1]))
             counters = _Counters(node.name, "source" if node.is_source else "plugin",
                                  node.provides)
-            plugin._runner = _ComputeRunner(self, node.name, counters)
+            plugin._runner = _ComputeRunner(self, counters)
             self.plugins[node.name] = plugin
             self.counters[node.name] = counters
             self.cursors[node.name] = {
@@ -611,7 +609,7 @@ class _Run:
                                    kwargs)
         else:
             cf = p._submit_thread(self, _timed_compute, plugin, kwargs)
-        return _Job(self, cf)
+        return _Job(cf)
 
     async def execute(self) -> RunStatistics:
         """Run every task of this run; raise the first failure itself.
@@ -826,14 +824,14 @@ class _Run:
     async def offload(self, fn, *args):
         """Run ``fn(*args)`` on the processor's thread pool, counted as executor
         work of this run (so the stall monitor sees it)."""
-        return await _Job(self, self.processor._submit_thread(self, fn, *args)).result()
+        return await _Job(self.processor._submit_thread(self, fn, *args)).result()
 
     def _offload_for(self, name: str):
         """``offload`` that also counts the call and its time for component ``name``."""
         counters = self.counters[name]
 
         async def offload(fn, *args):
-            job = _Job(self, self.processor._submit_thread(self, _timed_call, fn, args))
+            job = _Job(self.processor._submit_thread(self, _timed_call, fn, args))
             result, seconds = await job.result()
             counters.compute_calls += 1
             counters.compute_seconds += seconds
