@@ -30,12 +30,13 @@ def chunk_count(data, seed):
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+@pytest.mark.parametrize("parallel,fuse", [(False, True), (True, True), (True, False)],
+                         ids=["serial", "parallel-fused", "parallel-unfused"])
 @pytest.mark.parametrize("chunking", range(1, 9))
-async def test_output_is_independent_of_chunking(aloop, chunking, parallel):
+async def test_output_is_independent_of_chunking(aloop, chunking, parallel, fuse):
     ctx = straxio.Context(register=toy.toy_plugins(parallel=parallel),
                           config={"toy_chunking": chunking})
-    async with ctx.processor(list(TARGETS), max_chunks=2) as proc:
+    async with ctx.processor(list(TARGETS), max_chunks=2, fuse=fuse) as proc:
         for target, plugin in TARGETS.items():
             parts = []
             async with proc.iter("run_law", target) as chunks:
@@ -51,6 +52,10 @@ async def test_output_is_independent_of_chunking(aloop, chunking, parallel):
             calls = stats.components[plugin].compute_calls
             assert calls >= 3, f"{plugin} computed only {calls} times"
             assert stats.components["Peaks"].chunks_out >= 4
+            if target == "peak_summary":
+                # Stateless plugins that read each other run fused (or not, as asked).
+                fused = ("PeakBasics", "PeakExtra", "PeakSummary") if parallel and fuse else ()
+                assert stats.components["PeakSummary"].fused_with == fused
 
 
 @pytest.mark.asyncio

@@ -715,6 +715,8 @@ class CutPlugin(Plugin):
 class MergeOnlyPlugin(Plugin):
     """Provides the columns of several same-kind inputs as one data type."""
 
+    parallel = True  # stateless: may run fused with the plugins it merges
+
     def infer_dtype(self):
         return _dtypes.merged_dtype([self.input_dtypes[d] for d in self.depends_on_tuple()])
 

@@ -111,6 +111,9 @@ class ComponentStatistics:
     wait_output_seconds: float
     #: largest number of bytes the input synchronizer held between rounds
     peak_held_bytes: int
+    #: the plugins fused into one task with this one (in order), or () when it
+    #: runs alone; a fused group's waits are counted on its first plugin
+    fused_with: tuple[str, ...] = ()
 
     @property
     def mb_per_s(self) -> float:
@@ -186,6 +189,7 @@ class _Counters:
         # Compute times of the latest calls in the pool (the inline decision).
         self.recent: deque[float] = deque(maxlen=INLINE_PROBES)
         self.inline = False
+        self.fused_with: tuple[str, ...] = ()
 
     def freeze(self) -> ComponentStatistics:
         if self.sync is not None:
@@ -199,7 +203,8 @@ class _Counters:
             wait_input_seconds=self.wait_input_seconds,
             wait_output_seconds=self.wait_output_seconds,
             peak_held_bytes=max(self.peak_held_bytes,
-                                self.sync.peak_held_bytes if self.sync else 0))
+                                self.sync.peak_held_bytes if self.sync else 0),
+            fused_with=self.fused_with)
 
 
 # --------------------------------------------------------------------------- executors
@@ -252,6 +257,55 @@ def _remote_compute(cls: type[Plugin], bind: dict, kwargs: dict):
                               tb) from None
         raise
     return result, time.perf_counter() - t0
+
+
+def fusable(cls: type[Plugin]) -> bool:
+    """Whether the engine may fuse plugin class ``cls`` with its neighbours:
+    stateless (``parallel``), computed on the thread pool, and using the
+    default per-batch machinery (no own ``iter`` or ``compute_batch``)."""
+    return (not cls.is_source() and bool(cls.parallel) and cls.pool == "thread"
+            and cls.iter is Plugin.iter and cls.compute_batch is Plugin.compute_batch)
+
+
+@dataclasses.dataclass
+class _Group:
+    """Plugins run by one task, one batch at a time through all of them.
+
+    ``members`` are in dependency order; every input of a member is either
+    provided by an earlier member or is one of the group's ``inputs``, which
+    one synchronizer cuts into batches. A member's outputs cover its batch
+    exactly, so the next member needs no synchronizer of its own, and a chunk
+    crosses into the executor once for the whole group.
+    """
+
+    name: str
+    members: list[str]
+    inputs: list[str]
+    provides: set[str]
+
+
+def _compute_group(members: list[tuple[Plugin, tuple[str, ...]]], batch: Batch,
+                   describe) -> tuple[list[dict[str, Chunk]], list[float]]:
+    """Run every member of a fused group on one batch (in an executor thread,
+    or inline); returns each member's output chunks and compute seconds."""
+    chunks = dict(batch.chunks)
+    outputs: list[dict[str, Chunk]] = []
+    seconds: list[float] = []
+    for plugin, depends_on in members:
+        b = Batch(batch.run_id, batch.chunk_i, batch.start, batch.end,
+                  {d: chunks[d] for d in depends_on})
+        try:
+            kwargs = plugin.compute_kwargs(b)
+            t0 = time.perf_counter()
+            result = plugin.compute(**kwargs)
+            seconds.append(time.perf_counter() - t0)
+            out = plugin.wrap_output(plugin.postprocess(result, kwargs), b)
+        except Exception as e:
+            _note_once(e, describe(plugin, b))
+            raise
+        chunks.update(out)
+        outputs.append(out)
+    return outputs, seconds
 
 
 class _Job:
@@ -484,6 +538,7 @@ class _Run:
         self._t0 = time.perf_counter()
         self._finished = False
         self.monitor: _Monitor | None = None
+        self.groups: dict[str, _Group] = {}
 
     # --------------------------------------------------------------- building
 
@@ -548,6 +603,8 @@ class _Run:
         self.plugins: dict[str, Plugin] = {}
         self.cursors: dict[str, dict[str, Cursor]] = {}
         self.nodes = {n.name: n for n in nodes}
+        self.groups = self._form_groups(nodes)
+        grouped = {m for g in self.groups.values() for m in g.members}
         writable = p.context._writable_store()
         if self.selection is not None and self.selection.limits_time:
             # A run asked for a time range publishes nothing (as strax): what
@@ -572,12 +629,18 @@ class _Run:
             plugin._runner = _ComputeRunner(self, counters)
             self.plugins[node.name] = plugin
             self.counters[node.name] = counters
-            self.cursors[node.name] = {
-                d: self.mailboxes[d].subscribe(node.name) for d in node.depends_on}
+            if node.name not in grouped:
+                self.cursors[node.name] = {
+                    d: self.mailboxes[d].subscribe(node.name) for d in node.depends_on}
             for d in node.provides:
                 if writable is not None and self._should_save(node, d):
                     self.savers[d] = self.mailboxes[d].subscribe(f"save:{d}")
                     self.counters[f"save:{d}"] = _Counters(f"save:{d}", "save", ())
+        for g in self.groups.values():
+            self.cursors[g.name] = {d: self.mailboxes[d].subscribe(g.name) for d in g.inputs}
+            if len(g.members) > 1:
+                for m in g.members:
+                    self.counters[m].fused_with = tuple(g.members)
         self.sinks: dict[str, dict[str, Cursor]] = {}
         if self.iter_targets is None:
             for t in plan.targets:
@@ -599,6 +662,42 @@ class _Run:
             cursor = self.mailboxes[merged].subscribe("caller", external=True)
             self.monitor.external.append(cursor)
             self.output = ChunkStream(self, cursor)
+
+    def _form_groups(self, nodes: list[PlanNode]) -> dict[str, _Group]:
+        """Which plugins run fused, one task and one executor call per batch.
+
+        In dependency order, a fusable plugin joins the group of the plugins
+        it reads from when everything it reads is provided inside that group
+        or is one of the group's inputs already (so no new input changes the
+        group's cuts); one that reads only types from outside joins a group
+        reading exactly the same types (siblings of a fan-out); otherwise it
+        starts a group of its own. With fusion off, every fusable plugin is
+        a group of one (still with its own inline decision).
+        """
+        fuse = self.processor.fuse
+        groups: dict[str, _Group] = {}
+        group_of: dict[str, _Group] = {}  # data type -> the group providing it
+        for node in nodes:
+            if not fusable(node.plugin_class):
+                continue
+            owners = {id(group_of[d]): group_of[d] for d in node.depends_on if d in group_of}
+            joined = None
+            if fuse and len(owners) == 1:
+                (g,) = owners.values()
+                if all(d in g.provides or d in g.inputs for d in node.depends_on):
+                    joined = g
+            elif fuse and not owners:
+                # A sibling: reads exactly what a group reads (fan-out).
+                joined = next((g for g in groups.values()
+                               if set(g.inputs) == set(node.depends_on)), None)
+            if joined is None:
+                joined = _Group(node.name, [], list(node.depends_on), set())
+                groups[node.name] = joined
+            joined.members.append(node.name)
+            joined.provides.update(node.provides)
+            for d in node.provides:
+                group_of[d] = joined
+        return groups
 
     # --------------------------------------------------------------- executing
 
@@ -646,10 +745,15 @@ class _Run:
         group_error: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as tg:
+                grouped = {m for g in self.groups.values() for m in g.members}
                 for name, node in self.nodes.items():
+                    if name in grouped:
+                        continue
                     coro = (self._source(node, self.plugins[name]) if node.is_source
                             else self._plugin(node, self.plugins[name]))
                     self._spawn(tg, name, coro)
+                for name, group in self.groups.items():
+                    self._spawn(tg, name, self._group(group))
                 for d, stored in self.loaded.items():
                     self._spawn(tg, f"load:{d}", self._load(d, stored))
                 for d, cursor in self.savers.items():
@@ -702,8 +806,14 @@ class _Run:
             raise
         except BaseException as e:
             node = self.plan.nodes.get(name)
-            where = (f"plugin {node.plugin_class.__name__} ({', '.join(node.provides)}) "
-                     f"for run {self.run_id!r}" if node else f"{name} for run {self.run_id!r}")
+            group = self.groups.get(name)
+            if group is not None and len(group.members) > 1:
+                where = f"fused plugins {', '.join(group.members)} for run {self.run_id!r}"
+            elif node is not None:
+                where = (f"plugin {node.plugin_class.__name__} ({', '.join(node.provides)}) "
+                         f"for run {self.run_id!r}")
+            else:
+                where = f"{name} for run {self.run_id!r}"
             _note_once(e, f"in {where}")
             self._fail(e, where)
             raise
@@ -777,6 +887,91 @@ class _Run:
         finally:
             await agen.aclose()
         self._close_outputs(node, plugin, prev, sync)
+
+    async def _group(self, group: _Group):
+        """Run a group of fused plugins (or one plugin) batch by batch.
+
+        Each batch goes through every member in one call: inline on the loop
+        when the group's computes were measured cheaper than a thread handoff
+        (and no member forbids it), else in one executor call, with up to
+        ``max_in_flight`` batches in flight (members are stateless) and
+        outputs published in batch order.
+        """
+        p = self.processor
+        head = self.counters[group.members[0]]
+        sync = Synchronizer(self.run_id, self.cursors[group.name], group.name)
+        members = [(self.plugins[m], self.nodes[m].depends_on) for m in group.members]
+        counters = [self.counters[m] for m in group.members]
+        runner: _ComputeRunner = members[0][0]._runner
+        describe = runner._describe
+        modes = {plugin.compute_inline for plugin, _ in members}
+        never_inline = False in modes
+        always_inline = modes == {True}
+        limit = min(plugin.max_in_flight or p.max_workers for plugin, _ in members)
+        recent: deque[float] = deque(maxlen=INLINE_PROBES)
+        inline = always_inline
+        threshold = p.inline_below_seconds
+        pending: deque[tuple[Batch, _Job]] = deque()
+
+        def account(batch: Batch, outputs, seconds, was_inline: bool) -> float:
+            chunks = dict(batch.chunks)
+            for (_, depends_on), c, out, sec in zip(members, counters, outputs, seconds):
+                c.compute_calls += 1
+                c.inline_calls += was_inline
+                c.compute_seconds += sec
+                c.chunks_in += len(depends_on)
+                c.bytes_in += sum(chunks[d].nbytes for d in depends_on)
+                chunks.update(out)
+            return sum(seconds)
+
+        async def publish(outputs):
+            for c, out in zip(counters, outputs):
+                for data_type, chunk in out.items():
+                    c.chunks_out += 1
+                    c.bytes_out += chunk.nbytes
+                    c.rows += len(chunk)
+                    await self.mailboxes[data_type].put(chunk)
+
+        async def finish(batch: Batch, job: _Job):
+            nonlocal inline
+            outputs, seconds = await job.result()
+            total = account(batch, outputs, seconds, False)
+            if not never_inline:
+                # As for single plugins: the median of the latest pool calls,
+                # re-decided after every call.
+                recent.append(total)
+                if len(recent) == INLINE_PROBES:
+                    inline = median(recent) < threshold
+            await publish(outputs)
+
+        try:
+            async for batch in sync:
+                if inline:
+                    while pending:  # earlier batches first
+                        await finish(*pending.popleft())
+                    outputs, seconds = _compute_group(members, batch, describe)
+                    total = account(batch, outputs, seconds, True)
+                    if not always_inline and total > 10 * threshold:
+                        inline = False  # got expensive: back to the pool, measure again
+                        recent.clear()
+                    await publish(outputs)
+                    continue
+                job = _Job(p._submit_thread(self, _compute_group, members, batch, describe))
+                pending.append((batch, job))
+                if len(pending) >= limit:
+                    await finish(*pending.popleft())
+            while pending:
+                await finish(*pending.popleft())
+        finally:
+            # On failure, cancel, or early exit: nothing new starts, running
+            # kernels are awaited.
+            while pending:
+                _, job = pending.popleft()
+                await job.settle()
+            head.peak_held_bytes = max(head.peak_held_bytes, sync.peak_held_bytes)
+        for m in group.members:
+            for d in self.nodes[m].provides:
+                self.mailboxes[d].close()
 
     def _close_outputs(self, node, plugin, prev: dict, sync: Synchronizer | None):
         for dt in node.provides:
@@ -1014,6 +1209,10 @@ class Processor:
         Plugins with ``compute_inline = "auto"`` whose first computes in the
         pool took less than this on average run inline on the loop from then
         on (0 disables inlining).
+    fuse
+        Fuse chains of stateless (``parallel``) thread-pool plugins into one
+        task and one executor call per batch (see :func:`fusable`); results
+        are the same either way, only per-chunk cost and memory differ.
 
     Example
     -------
@@ -1027,7 +1226,8 @@ class Processor:
     def __init__(self, context, targets, *, max_workers: int | None = None,
                  process_workers: int | None = None, max_chunks: int = 4,
                  max_bytes: int = 512 * 2**20, relax_bounds: bool = True,
-                 mp_context: str = "spawn", inline_below_seconds: float = INLINE_BELOW_SECONDS):
+                 mp_context: str = "spawn", inline_below_seconds: float = INLINE_BELOW_SECONDS,
+                 fuse: bool = True):
         self.context = context
         self.targets = tuple([targets] if isinstance(targets, str) else targets)
         if not self.targets:
@@ -1039,6 +1239,7 @@ class Processor:
         self.relax_bounds = relax_bounds
         self.mp_context = mp_context
         self.inline_below_seconds = inline_below_seconds
+        self.fuse = fuse
         self._plans: dict[tuple[str, ...], Plan] = {}
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
