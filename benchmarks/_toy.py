@@ -4,8 +4,12 @@ straxio and (imported lazily) strax: the same work on both sides.
 ``src``: ``n_chunks`` chunks of ``rows`` rows (time, endtime, value = 1.0),
 back to back. A trivial plugin copies the time fields and adds 1 to value
 (or, for fan-out consumer ``i``, writes ``v<i>`` = value + 1). The fan-out
-join sums ``v0 .. v<k-1>``. Every run checks its output (rows and the sum of
-the values), so an engine that skipped work would fail, not look fast.
+join sums ``v0 .. v<k-1>``. Every plugin is declared stateless
+(``parallel = True``) on both sides, as it is; strax's default processor
+ignores the flag, its threaded one may keep several chunks in flight, and
+straxio fuses such plugins into one task (``fuse=False`` measures without).
+Every run checks its output (rows and the sum of the values), so an engine
+that skipped work would fail, not look fast.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def straxio_plugins(kind: str, k: int = 3):
                 return o
             out.append(type(f"P{i}", (Plugin,), dict(
                 __version__="0", depends_on=prev, provides=f"p{i}", data_kind="rows",
-                dtype=SRC_DTYPE, compute=compute)))
+                dtype=SRC_DTYPE, compute=compute, parallel=True)))
             prev = f"p{i}"
         return out, prev
     for i in range(k):
@@ -85,7 +89,7 @@ def straxio_plugins(kind: str, k: int = 3):
             return o
         out.append(type(f"C{i}", (Plugin,), dict(
             __version__="0", depends_on="src", provides=f"c{i}", data_kind="rows",
-            dtype=_dtype([f"v{i}"]), compute=compute)))
+            dtype=_dtype([f"v{i}"]), compute=compute, parallel=True)))
     fields = [f"v{i}" for i in range(k)]
 
     def join(self, rows):
@@ -95,12 +99,12 @@ def straxio_plugins(kind: str, k: int = 3):
         return o
     out.append(type("Join", (Plugin,), dict(
         __version__="0", depends_on=tuple(f"c{i}" for i in range(k)), provides="join",
-        data_kind="rows", dtype=SRC_DTYPE, compute=join)))
+        data_kind="rows", dtype=SRC_DTYPE, compute=join, parallel=True)))
     del straxio
     return out, "join"
 
 
-def straxio_time(kind, k, target, n_chunks, rows) -> tuple[float, int, float]:
+def straxio_time(kind, k, target, n_chunks, rows, fuse=True) -> tuple[float, int, float]:
     """Seconds to stream ``target`` (read by the caller, values summed),
     rows and value sum."""
     import straxio
@@ -111,7 +115,7 @@ def straxio_time(kind, k, target, n_chunks, rows) -> tuple[float, int, float]:
     async def go():
         n = 0
         total = 0.0
-        async with ctx.processor([target]) as proc:
+        async with ctx.processor([target], fuse=fuse) as proc:
             t0 = time.perf_counter()
             async with proc.iter("run", target) as chunks:
                 async for c in chunks:
@@ -152,7 +156,8 @@ def strax_plugins(kind: str, k: int = 3):
             data["endtime"] += chunk_i * span
             return self.chunk(start=chunk_i * span, end=(chunk_i + 1) * span, data=data)
 
-    base = dict(__version__="0", data_kind="rows", save_when=strax.SaveWhen.NEVER)
+    base = dict(__version__="0", data_kind="rows", save_when=strax.SaveWhen.NEVER,
+                parallel=True)
     out = [Src]
     if kind == "chain":
         prev = "src"

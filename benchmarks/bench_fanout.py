@@ -37,7 +37,8 @@ def measure(a) -> dict:
     for k in KS:
         if a.framework == "straxio":
             def timed(n, k=k):
-                return _toy.straxio_time("fanout", k, "join", n, a.rows)
+                return _toy.straxio_time("fanout", k, "join", n, a.rows,
+                                         fuse=a.config != "unfused")
         else:
             processor, workers = STRAX_CONFIGS[a.config]
 
@@ -61,7 +62,9 @@ def run(args, log=print) -> dict:
         C.strax_python(args.strax_python)
     log(f"# fanout: {chunks} chunks of {args.rows} rows, k = {KS}, {pairs} rounds; {note}")
     common = ["--chunks", str(chunks), "--rows", str(args.rows)]
-    configs = [("straxio", sys.executable, [*common, "--framework", "straxio"])]
+    configs = [("straxio", sys.executable, [*common, "--framework", "straxio"]),
+               ("straxio unfused", sys.executable,
+                [*common, "--framework", "straxio", "--config", "unfused"])]
     if spython:
         configs += [(label, spython, [*common, "--framework", "strax", "--config", label])
                     for label in STRAX_CONFIGS]

@@ -36,7 +36,8 @@ STRAX_CONFIGS = {"strax default": ("default", None), "strax threaded": ("threade
 def measure(a) -> dict:
     if a.framework == "straxio":
         def timed(target, n):
-            return _toy.straxio_time("chain", N_PLUGINS, target, n, a.rows)
+            return _toy.straxio_time("chain", N_PLUGINS, target, n, a.rows,
+                                     fuse=a.config != "unfused")
     else:
         processor, workers = STRAX_CONFIGS[a.config]
 
@@ -64,7 +65,9 @@ def run(args, log=print) -> dict:
         C.strax_python(args.strax_python)
     log(f"# overhead: {chunks} chunks of {args.rows} rows, {pairs} rounds; {note}")
     common = ["--chunks", str(chunks), "--rows", str(args.rows)]
-    configs = [("straxio", sys.executable, [*common, "--framework", "straxio"])]
+    configs = [("straxio", sys.executable, [*common, "--framework", "straxio"]),
+               ("straxio unfused", sys.executable,
+                [*common, "--framework", "straxio", "--config", "unfused"])]
     if spython:
         configs += [(label, spython, [*common, "--framework", "strax", "--config", label])
                     for label in STRAX_CONFIGS]
