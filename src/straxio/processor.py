@@ -1039,7 +1039,8 @@ class _Run:
             time_range = self.selection.absolute_range(stored.start)
         await load_into(stored, self.mailboxes[data_type],
                         offload=self._offload_for(f"load:{data_type}"),
-                        time_range=time_range, counters=self.counters[f"load:{data_type}"])
+                        time_range=time_range, counters=self.counters[f"load:{data_type}"],
+                        in_flight=self.processor.max_workers)
 
     async def _saver(self, data_type: str, cursor: Cursor):
         ctx = self.processor.context

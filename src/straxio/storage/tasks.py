@@ -8,7 +8,9 @@ the store (aiofiles, and the executor for fsync), so the loop keeps going.
 
 from __future__ import annotations
 
+import asyncio
 import typing as ty
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from ..chunk import Chunk
@@ -96,16 +98,53 @@ def overlapping(stored: StoredData, time_range: tuple[int, int] | None) -> list[
 
 
 async def load_into(stored: StoredData, mailbox: Mailbox, *, offload: Offload,
-                    time_range: tuple[int, int] | None, counters: Counters) -> None:
+                    time_range: tuple[int, int] | None, counters: Counters,
+                    in_flight: int = 1) -> None:
     """Read the stored chunks (only those overlapping ``time_range``) into
-    ``mailbox``, verifying each one, then close it."""
-    for info in overlapping(stored, time_range):
-        payload = await stored.store.read_chunk(stored, info)
-        chunk = await offload(decode_chunk, stored, info, payload)
+    ``mailbox``, verifying each one, then close it.
+
+    Up to ``in_flight`` chunks are decoded at once (decompression is
+    single-threaded per chunk); they are published in order. Reading the
+    next file overlaps with decoding the previous ones.
+    """
+    pending: deque[asyncio.Task] = deque()
+
+    async def publish(task: asyncio.Task, payload_size: int):
+        chunk = await task
         counters.chunks_in += 1
-        counters.bytes_in += len(payload)
+        counters.bytes_in += payload_size
         counters.chunks_out += 1
         counters.bytes_out += chunk.nbytes
         counters.rows += len(chunk)
         await mailbox.put(chunk)
+
+    sizes: deque[int] = deque()
+    try:
+        # The group owns the decodes: on failure or cancel, those in flight
+        # are cancelled and awaited (a running one finishes its chunk).
+        async with asyncio.TaskGroup() as tg:
+            for info in overlapping(stored, time_range):
+                payload = await stored.store.read_chunk(stored, info)
+                pending.append(tg.create_task(offload(decode_chunk, stored, info, payload)))
+                sizes.append(len(payload))
+                del payload
+                if len(pending) >= max(1, in_flight):
+                    await publish(pending.popleft(), sizes.popleft())
+            while pending:
+                await publish(pending.popleft(), sizes.popleft())
+    except BaseExceptionGroup as eg:
+        # One failure (seen by the task and by whoever awaited it): raise it
+        # as itself, so the caller gets e.g. DataCorrupted, not a group.
+        leaves = list({id(e): e for e in _leaves(eg)}.values())
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
     mailbox.close()
+
+
+def _leaves(eg: BaseExceptionGroup):
+    for e in eg.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            yield from _leaves(e)
+        else:
+            yield e
