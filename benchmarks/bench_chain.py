@@ -19,7 +19,7 @@ multi-process mode (allow_multiprocess, max_workers=2), same kernels
 (``benchmarks/strax_tpc.py``). A separate pass runs only the kernels,
 single-threaded and without a framework: kernel CPU / cores is the limit.
 
-Run:  python benchmarks/bench_chain.py [--size-mb 100] [--pairs 5] [--quick]
+Run:  python benchmarks/bench_chain.py [--size-mb 500] [--pairs 5] [--quick]
 A benchmark, not a test: nothing here asserts timings.
 """
 
@@ -256,7 +256,7 @@ def kernels_worker(a) -> dict:
 # --------------------------------------------------------------------------- parent
 
 def prepare(args):
-    size = args.size_mb if args.size_mb else (30.0 if args.quick else 100.0)
+    size = args.size_mb if args.size_mb else (30.0 if args.quick else 500.0)
     chunk = args.chunk_mb if args.chunk_mb else (5.0 if args.quick else 10.0)
     raw_dir, run_id = C.raw_run(size, chunk)
     _, warm = C.raw_run(2.0, 1.0, raw_dir, seed=1)
@@ -354,7 +354,7 @@ def tables(results, meta) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=float, default=None,
-                        help="raw MB of the run (default 100, --quick 30)")
+                        help="raw MB of the run (default 500, --quick 30)")
     parser.add_argument("--chunk-mb", type=float, default=None,
                         help="raw MB per chunk (default 10, --quick 5)")
     C.add_common_args(parser)

@@ -6,7 +6,7 @@ warm-up, baseline RSS after it, then VmHWM after the run) on a run of
 straxio and strax (default and threaded processors). Bounded buffers mean
 the peak should not grow with run length: growth % = (peak 4x / peak 1x - 1).
 
-Run:  python benchmarks/bench_memory.py [--size-mb 100] [--pairs 5] [--quick]
+Run:  python benchmarks/bench_memory.py [--size-mb 500] [--pairs 5] [--quick]
 A benchmark, not a test: nothing here asserts timings.
 """
 
@@ -27,7 +27,7 @@ STRAX_LABELS = ("strax default", "strax threaded")
 
 def run(args, log=print) -> dict:
     pairs = 2 if args.quick and args.pairs == 5 else args.pairs
-    size = args.size_mb or (30.0 if args.quick else 100.0)
+    size = args.size_mb or (30.0 if args.quick else 500.0)
     chunk = args.chunk_mb or (5.0 if args.quick else 10.0)
     spython, note = (None, "strax disabled (--no-strax)") if args.no_strax else \
         C.strax_python(args.strax_python)
@@ -71,7 +71,7 @@ def run(args, log=print) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=float, default=None,
-                        help="raw MB of the 4x run (default 100, --quick 30)")
+                        help="raw MB of the 4x run (default 500, --quick 30)")
     parser.add_argument("--chunk-mb", type=float, default=None,
                         help="raw MB per chunk (default 10, --quick 5)")
     C.add_common_args(parser)

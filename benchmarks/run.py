@@ -1,6 +1,6 @@
 """Run every straxio-vs-strax benchmark and print the tables.
 
-    python benchmarks/run.py [--size-mb 100] [--pairs 5] [--quick] [--only chain,overhead]
+    python benchmarks/run.py [--size-mb 500] [--pairs 5] [--quick] [--only chain,overhead]
 
 Each benchmark alternates the frameworks (straxio, then each strax
 configuration) in fresh processes for ``--pairs`` rounds and prints medians
@@ -31,7 +31,7 @@ BENCHES = {"chain": bench_chain, "overhead": bench_overhead, "fanout": bench_fan
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=float, default=None,
-                        help="raw MB of the chain's run (default 100, --quick 30)")
+                        help="raw MB of the chain's run (default 500, --quick 30)")
     parser.add_argument("--chunk-mb", type=float, default=None,
                         help="raw MB per chunk of the chain (default 10, --quick 5)")
     parser.add_argument("--chunks", type=int, default=None,
