@@ -490,6 +490,18 @@ class Plugin:
     def wrap_output(self, result, batch: Batch) -> dict[str, Chunk]:
         """Validate compute output and make one Chunk per provided type."""
         provides = self.provides_tuple()
+        if type(result) is np.ndarray and len(provides) == 1:
+            # The common case, without the generic checks below (same result).
+            (data_type,) = provides
+            expected = self.output_dtypes[data_type]
+            if result.dtype == expected:
+                try:
+                    return {data_type: Chunk(
+                        data_type=data_type, data_kind=self.output_kinds[data_type],
+                        dtype=expected, run_id=batch.run_id, start=batch.start,
+                        end=batch.end, data=result)}
+                except Exception as e:
+                    raise self.output_error(batch, str(e)) from e
         if isinstance(result, Chunk):
             result = {result.data_type: result}
         elif not isinstance(result, Mapping):
