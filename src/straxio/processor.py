@@ -50,6 +50,7 @@ import typing as ty
 from collections import deque
 from statistics import median
 
+from . import shm
 from .chunk import Chunk, check_continuity
 from .exceptions import PipelineStalled, PlanError, PluginError, RemoteError, StraxioError
 from .mailbox import Cursor, Mailbox, MailboxStatistics
@@ -235,9 +236,7 @@ def _timed_call(fn, args):
 _WORKER_PLUGINS: dict[bytes, Plugin] = {}
 
 
-def _remote_compute(cls: type[Plugin], bind: dict, kwargs: dict):
-    """Runs in a process-pool worker: only the plugin class (by reference),
-    its options and the input arrays crossed the boundary."""
+def _worker_plugin(cls: type[Plugin], bind: dict) -> Plugin:
     key = pickle.dumps((cls, bind))
     plugin = _WORKER_PLUGINS.get(key)
     if plugin is None:
@@ -245,6 +244,10 @@ def _remote_compute(cls: type[Plugin], bind: dict, kwargs: dict):
         plugin._bind(**bind)
         plugin.setup()
         _WORKER_PLUGINS[key] = plugin
+    return plugin
+
+
+def _remote_call(plugin: Plugin, kwargs: dict):
     t0 = time.perf_counter()
     try:
         result = plugin.compute(**kwargs)
@@ -257,6 +260,24 @@ def _remote_compute(cls: type[Plugin], bind: dict, kwargs: dict):
                               tb) from None
         raise
     return result, time.perf_counter() - t0
+
+
+def _remote_compute(cls: type[Plugin], bind: dict, kwargs: dict):
+    """Runs in a process-pool worker: only the plugin class (by reference),
+    its options and the input arrays (pickled) crossed the boundary."""
+    return _remote_call(_worker_plugin(cls, bind), kwargs)
+
+
+def _remote_compute_shm(cls: type[Plugin], bind: dict, packed: shm.Packed):
+    """As :func:`_remote_compute`, with the arrays in shared memory both ways
+    (see :mod:`straxio.shm`)."""
+    plugin = _worker_plugin(cls, bind)
+    with shm.unpack_in_worker(packed) as kwargs:
+        result, seconds = _remote_call(plugin, kwargs)
+        del kwargs
+        out = shm.pack_output(result)
+        del result
+    return out, seconds
 
 
 def fusable(cls: type[Plugin]) -> bool:
@@ -344,6 +365,35 @@ class _Job:
                 cancelled = True
         if cancelled:
             raise asyncio.CancelledError
+
+
+class _ShmJob(_Job):
+    """A process-pool compute whose arrays travel through shared memory: the
+    input segment is released, and an output nobody reads discarded, on every
+    path (result, exception, cancel after the kernel finished)."""
+
+    def __init__(self, cf: concurrent.futures.Future, segment: shm.InputSegment):
+        super().__init__(cf)
+        self.segment = segment
+        self.adopted = False
+
+    async def result(self):
+        try:
+            packed, seconds = await super().result()
+            self.adopted = True
+        finally:
+            self.segment.release()
+        return shm.adopt_output(packed), seconds
+
+    async def settle(self):
+        try:
+            await super().settle()
+        finally:
+            cf = self.cf
+            if (not self.adopted and cf.done() and not cf.cancelled()
+                    and cf.exception() is None):
+                shm.discard_output(cf.result()[0])
+            self.segment.release()
 
 
 class _ComputeRunner:
@@ -704,6 +754,15 @@ class _Run:
     def submit(self, plugin: Plugin, kwargs: dict) -> _Job:
         p = self.processor
         if plugin.pool == "process":
+            if p.shared_memory:
+                segment = shm.pack(kwargs)
+                try:
+                    cf = p._submit_process(self, _remote_compute_shm, type(plugin),
+                                           plugin._bind_args, segment.packed)
+                except BaseException:
+                    segment.release()
+                    raise
+                return _ShmJob(cf, segment)
             cf = p._submit_process(self, _remote_compute, type(plugin), plugin._bind_args,
                                    kwargs)
         else:
@@ -1214,6 +1273,10 @@ class Processor:
         Fuse chains of stateless (``parallel``) thread-pool plugins into one
         task and one executor call per batch (see :func:`fusable`); results
         are the same either way, only per-chunk cost and memory differ.
+    shared_memory
+        Send arrays to and from process-pool workers through shared memory
+        (``/dev/shm``; see :mod:`straxio.shm`) instead of pickles; default:
+        when available.
 
     Example
     -------
@@ -1228,7 +1291,7 @@ class Processor:
                  process_workers: int | None = None, max_chunks: int = 4,
                  max_bytes: int = 512 * 2**20, relax_bounds: bool = True,
                  mp_context: str = "spawn", inline_below_seconds: float = INLINE_BELOW_SECONDS,
-                 fuse: bool = True):
+                 fuse: bool = True, shared_memory: bool | None = None):
         self.context = context
         self.targets = tuple([targets] if isinstance(targets, str) else targets)
         if not self.targets:
@@ -1241,6 +1304,10 @@ class Processor:
         self.mp_context = mp_context
         self.inline_below_seconds = inline_below_seconds
         self.fuse = fuse
+        self.shared_memory = shm.AVAILABLE if shared_memory is None else bool(shared_memory)
+        if self.shared_memory and not shm.AVAILABLE:
+            raise StraxioError(f"shared memory needs a writable {shm.SHM_DIR}; pass "
+                               "shared_memory=False to pickle arrays to process workers")
         self._plans: dict[tuple[str, ...], Plan] = {}
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None

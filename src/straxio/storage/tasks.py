@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import typing as ty
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 
 from ..chunk import Chunk
 from ..mailbox import Cursor, Mailbox
@@ -20,7 +20,7 @@ from .codec import decode_chunk, encode_chunk
 
 __all__ = ["Counters", "load_into", "overlapping", "save_from"]
 
-Offload = Callable[..., Awaitable[ty.Any]]
+Offload = Callable[..., Coroutine[ty.Any, ty.Any, ty.Any]]
 
 
 class Counters(ty.Protocol):
