@@ -27,7 +27,7 @@ def parallel_ctx(**config):
 
 
 def compute_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("straxio-compute")]
+    return [t for t in threading.enumerate() if t.name.startswith("straxio")]
 
 
 def test_which_plugins_may_fuse():

@@ -399,3 +399,24 @@ def test_changed_dtype_without_version_bump_is_refused(monkeypatch):
     monkeypatch.setattr(toy.PeakBasics, "dtype", wider)
     with pytest.raises(straxio.PluginError, match=r"bump PeakBasics\.__version__"):
         ctx_for(store).get_array("r1", "peak_basics")
+
+
+@pytest.mark.asyncio
+async def test_fsync_runs_on_io_threads_not_compute_threads(aloop, tmp_path, monkeypatch):
+    # A slow disk must never hold a compute thread (and so idle a core).
+    import os
+    import threading
+
+    threads: set[str] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        threads.add(threading.current_thread().name)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ctx = ctx_for(tmp_path)
+    async with ctx.processor("peak_basics") as proc:
+        await proc.run("run_io")
+    assert ctx.is_stored("run_io", "peak_basics")
+    assert threads and all(t.startswith("straxio-io") for t in threads), threads

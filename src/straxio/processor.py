@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 INLINE_BELOW_SECONDS = 30e-6
 #: Computes measured in the executor before "auto" may decide to run inline.
 INLINE_PROBES = 8
+#: Threads for blocking storage IO (fsync, rename, locks), apart from the
+#: compute threads so that a slow disk never idles a core.
+IO_THREADS = 4
 
 _NOTE = "straxio: "
 
@@ -808,19 +811,17 @@ class _Run:
                 for name, node in self.nodes.items():
                     if name in grouped:
                         continue
-                    coro = (self._source(node, self.plugins[name]) if node.is_source
-                            else self._plugin(node, self.plugins[name]))
-                    self._spawn(tg, name, coro)
+                    self._spawn(tg, name, self._source if node.is_source else self._plugin,
+                                node, self.plugins[name])
                 for name, group in self.groups.items():
-                    self._spawn(tg, name, self._group(group))
+                    self._spawn(tg, name, self._group, group)
                 for d, stored in self.loaded.items():
-                    self._spawn(tg, f"load:{d}", self._load(d, stored))
+                    self._spawn(tg, f"load:{d}", self._load, d, stored)
                 for d, cursor in self.savers.items():
-                    self._spawn(tg, f"save:{d}", self._saver(d, cursor))
+                    self._spawn(tg, f"save:{d}", self._saver, d, cursor)
                 for name, cursors in self.sinks.items():
-                    coro = (self._sink(name, cursors) if name.startswith("sink:")
-                            else self._merge(name, cursors))
-                    self._spawn(tg, name, coro)
+                    self._spawn(tg, name, self._sink if name.startswith("sink:") else self._merge,
+                                name, cursors)
                 if not self.monitor.tasks and not self.monitor.done.done():
                     self.monitor.done.set_result(None)  # stopped before it started
                 tg.create_task(self._watchdog(), name=f"straxio:{self.run_id}:watchdog")
@@ -848,19 +849,21 @@ class _Run:
         leaves = list(_leaves(eg)) if isinstance(eg, BaseExceptionGroup) else [eg]
         return leaves[0] if leaves else eg
 
-    def _spawn(self, tg: asyncio.TaskGroup, name: str, coro):
+    def _spawn(self, tg: asyncio.TaskGroup, name: str, fn, *args):
+        # The coroutine is made inside the task: a task cancelled before its
+        # first step (a run stopped at once) then leaves no coroutine behind
+        # that was never awaited.
         if self._stop_reason is not None:
-            coro.close()
             return
-        task = tg.create_task(self._guard(name, coro), name=f"straxio:{self.run_id}:{name}")
+        task = tg.create_task(self._guard(name, fn, args), name=f"straxio:{self.run_id}:{name}")
         assert self.monitor is not None
         self.monitor.add_task(task)
         if name in self.counters:
             self.monitor.counters[task] = self.counters[name]
 
-    async def _guard(self, name: str, coro):
+    async def _guard(self, name: str, fn, args):
         try:
-            await coro
+            await fn(*args)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
@@ -1080,6 +1083,11 @@ class _Run:
         work of this run (so the stall monitor sees it)."""
         return await _Job(self.processor._submit_thread(self, fn, *args)).result()
 
+    async def offload_io(self, fn, *args):
+        """Run blocking IO (fsync, rename, locks) on the processor's IO threads,
+        so a slow disk never holds a compute thread; counted as executor work."""
+        return await _Job(self.processor._submit_thread(self, fn, *args, io=True)).result()
+
     def _offload_for(self, name: str):
         """``offload`` that also counts the call and its time for component ``name``."""
         counters = self.counters[name]
@@ -1120,7 +1128,7 @@ class _Run:
         # lock nor an unexplained folder stays behind. The task is awaited on
         # every path below.
         opening = asyncio.get_running_loop().create_task(
-            store.open_writer(key, metadata=metadata, run_sync=self.offload),
+            store.open_writer(key, metadata=metadata, run_sync=self.offload_io),
             name=f"straxio:{self.run_id}:open:{data_type}")
         try:
             writer = await asyncio.shield(opening)
@@ -1310,6 +1318,7 @@ class Processor:
                                "shared_memory=False to pickle arrays to process workers")
         self._plans: dict[tuple[str, ...], Plan] = {}
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._io: concurrent.futures.ThreadPoolExecutor | None = None
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
         self._runs: set[_Run] = set()
         self._lock = threading.Lock()
@@ -1328,6 +1337,8 @@ class Processor:
             raise StraxioError("this processor was closed; make a new one")
         self._threads = concurrent.futures.ThreadPoolExecutor(
             self.max_workers, thread_name_prefix="straxio-compute")
+        self._io = concurrent.futures.ThreadPoolExecutor(
+            IO_THREADS, thread_name_prefix="straxio-io")
         self._entered = True
         return self
 
@@ -1350,6 +1361,8 @@ class Processor:
             await self._idle.wait()
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
+        if self._io is not None:
+            self._io.shutdown(wait=True, cancel_futures=True)
         if self._processes is not None:
             self._processes.shutdown(wait=True, cancel_futures=True)
 
@@ -1383,14 +1396,15 @@ class Processor:
                     pass
         return done
 
-    def _submit_thread(self, run: _Run, fn, *args) -> concurrent.futures.Future:
+    def _submit_thread(self, run: _Run, fn, *args, io: bool = False) -> concurrent.futures.Future:
         self._check_open()
-        assert self._threads is not None
+        pool = self._io if io else self._threads
+        assert pool is not None
         with self._lock:
             self._thread_jobs += 1
         if run.monitor is not None:
             run.monitor.job_started()
-        cf = self._threads.submit(fn, *args)
+        cf = pool.submit(fn, *args)
         cf.add_done_callback(self._count_done(run, "thread"))
         return cf
 
