@@ -292,6 +292,124 @@ def test_every_row_is_checked():
         make_chunk(data, 0, n + 1)
 
 
+# Time columns in every form the constructor handles: native int64 (read in
+# place, also unaligned in a packed dtype), other integer types and byte orders
+# (converted), and the length/dt form (end times computed).
+ROW_CHECK_DTYPES = [
+    ENDTIME_DTYPE,
+    np.dtype({"names": ["a", "time", "endtime"], "formats": ["i1", "<i8", "<i8"],
+              "offsets": [0, 1, 9], "itemsize": 17}),
+    np.dtype([("time", ">i8"), ("endtime", ">i8")]),
+    np.dtype([("time", "<i4"), ("endtime", "<i8")]),
+    LENGTH_DT_DTYPE,
+    np.dtype([("time", "<i8"), ("length", "<i4"), ("dt", "<u8")]),
+    np.dtype([("time", "<i4"), ("length", "<i2"), ("dt", "<u1")]),
+]
+
+
+def ref_row_error(data, start, end):
+    """The constructor's message for the first row breaking an invariant, by
+    the definitions."""
+    times = [int(t) for t in data["time"]]
+    ends = [int(e) for e in endtime(np.array(data))]
+    previous = None
+    for i, (t, e) in enumerate(zip(times, ends, strict=True)):
+        text = f"row {i} (time {t}, endtime {e})"
+        if previous is not None and t < previous:
+            problem = f"rows are not sorted by time: {text} comes after a row with time {previous}"
+        elif e < t:
+            problem = f"{text} ends before it starts"
+        elif t < start:
+            problem = f"{text} starts before the chunk start {start}"
+        elif e > end:
+            problem = f"{text} ends after the chunk end {end}"
+        else:
+            previous = t
+            continue
+        return f"chunk of 'peaks' for run '007' covering [{start}, {end}): {problem}"
+    return None
+
+
+@SETTINGS
+@given(data=st.data())
+def test_rows_are_checked_in_every_layout(data):
+    dtype = data.draw(st.sampled_from(ROW_CHECK_DTYPES))
+    n = data.draw(st.integers(0, 8))
+    times = data.draw(st.lists(st.integers(0, 40), min_size=n, max_size=n))
+    if data.draw(st.booleans()):
+        times.sort()
+    x = np.zeros(n, dtype)
+    x["time"] = times
+    if "endtime" in dtype.names:
+        x["endtime"] = [t + data.draw(st.integers(-2, 12)) for t in times]
+    else:
+        x["length"] = data.draw(st.lists(st.integers(0, 6), min_size=n, max_size=n))
+        x["dt"] = data.draw(st.integers(0, 3))
+    layout = data.draw(st.sampled_from(["plain", "read-only", "strided", "recarray"]))
+    if layout == "read-only":
+        x.flags.writeable = False
+    elif layout == "strided":
+        wide = np.zeros(2 * n, dtype)
+        wide[::2] = x
+        x = wide[::2]
+    elif layout == "recarray":
+        x = x.view(np.recarray)
+        dtype = x.dtype
+    # Ranges near the rows' own, so that every check decides some examples.
+    ends = endtime(np.array(x))
+    start = min(times, default=0) - data.draw(st.integers(-1, 2))
+    end = max(start, int(ends.max(initial=start)) + data.draw(st.integers(-2, 2)))
+    expected = ref_row_error(x, start, end)
+    if expected is None:
+        assert make_chunk(x, start, end, dtype=dtype).data is x
+    else:
+        with pytest.raises(ChunkError) as info:
+            make_chunk(x, start, end, dtype=dtype)
+        assert str(info.value) == expected
+
+
+def test_row_check_is_compiled_once_for_every_array_type():
+    from straxio import chunk as chunk_module
+
+    x = rows([1, 2, 3, 4], [2, 3, 4, 5])
+    make_chunk(x, 0, 10)
+    make_chunk(x[::2], 0, 10)
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    make_chunk(read_only, 0, 10)
+    make_chunk(read_only[1:], 0, 10)
+    y = np.zeros(2, LENGTH_DT_DTYPE)
+    make_chunk(y, 0, 10)
+    assert len(chunk_module._check_rows_kernel.signatures) == 1
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("writeable", [True, False])
+def test_bounds_outside_int64(n, writeable):
+    x = rows(range(n), range(1, n + 1))
+    x.flags.writeable = writeable
+    make_chunk(x, -(2**63), 2**63 - 1)
+    for start, end in ((0, 2**63), (-(2**63) - 1, 0), (0, 2**70)):
+        with pytest.raises(OverflowError, match="int too big to convert"):
+            make_chunk(x, start, end)
+
+
+def test_bounds_outside_int64_whatever_numba_raises(monkeypatch):
+    # numba's dispatcher raises TypeError instead of OverflowError when it
+    # first meets an argument type combination; the message is the same.
+    from straxio import chunk as chunk_module
+
+    def no_matching_definition(*args):
+        raise TypeError("No matching definition")
+
+    monkeypatch.setattr(chunk_module, "_check_rows", no_matching_definition)
+    x = rows([1], [2])
+    with pytest.raises(OverflowError, match="int too big to convert"):
+        make_chunk(x, 0, 2**70)
+    with pytest.raises(TypeError, match="No matching definition"):
+        make_chunk(x, 0, 10)
+
+
 def test_start_after_end():
     with pytest.raises(ChunkError, match=r"'peaks'.*'007'.*start 5 is after end 4"):
         make_chunk(rows([], []), 5, 4)

@@ -10,9 +10,11 @@ invariants, checked on every row when a chunk is built publicly:
   (so a zero-length row may sit exactly at ``end``).
 
 Checks and searches run in numba kernels compiled with ``nogil=True`` so that
-they can run in worker threads next to the event loop. The kernels only take
-contiguous int64 arrays (time and end time columns extracted in Python), so one
-compiled signature serves every dtype.
+they can run in worker threads next to the event loop. The kernels take int64
+arrays (time and end time columns extracted in Python), so one compiled
+signature serves every dtype. The row check of the constructor reads native
+int64 columns in place (strided views, read-only when published); the other
+kernels take contiguous copies.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ __all__ = [
 ]
 
 _INT64_MIN = np.iinfo(np.int64).min
+_INT64_MAX = np.iinfo(np.int64).max
+_INT64 = np.dtype(np.int64)
 
 # Error codes returned by _check_rows; the message is built in Python.
 _OK = 0
@@ -68,7 +72,7 @@ def _time_columns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(nogil=True, cache=True)
-def _check_rows(time, end_time, start, end):  # pragma: no cover - compiled
+def _check_rows_kernel(time, end_time, start, end):  # pragma: no cover - compiled
     """Return (error code, row index) for the first row breaking an invariant."""
     previous = _INT64_MIN
     for i in range(len(time)):
@@ -84,6 +88,34 @@ def _check_rows(time, end_time, start, end):  # pragma: no cover - compiled
             return _AFTER_END, i
         previous = t
     return _OK, -1
+
+
+# Any 1-D int64 array converts to this type (C or strided, writable or not), so
+# one signature serves the in-place column views of every dtype and the
+# contiguous copies alike, with no compilation per array type.
+_ANY_INT64_ARRAY = numba.types.Array(numba.int64, 1, "A", readonly=True)
+_CHECK_ROWS_SIGNATURE = numba.types.UniTuple(numba.int64, 2)(
+    _ANY_INT64_ARRAY, _ANY_INT64_ARRAY, numba.int64, numba.int64
+)
+
+
+def _compile_check_rows(time, end_time, start, end):
+    """First call of ``_check_rows``: compile (or load from numba's cache) the
+    kernel for its one signature, then call the kernel directly from now on.
+
+    Compiling on first use rather than at import keeps ``import straxio``
+    fast (an explicit signature in ``njit`` would compile at import).
+    """
+    global _check_rows
+    _check_rows_kernel.compile(_CHECK_ROWS_SIGNATURE)
+    _check_rows_kernel.disable_compile()  # other array types convert to the signature
+    _check_rows = _check_rows_kernel
+    return _check_rows_kernel(time, end_time, start, end)
+
+
+#: ``_check_rows(time, end_time, start, end) -> (error code, row index)`` of
+#: the first row breaking an invariant.
+_check_rows: Any = _compile_check_rows
 
 
 @numba.njit(nogil=True, cache=True)
@@ -236,6 +268,43 @@ def _without_titles(dtype: np.dtype) -> np.dtype:
     )
 
 
+def _where(data_type: str, run_id: str) -> str:
+    return f"chunk of {data_type!r} for run {run_id!r}"
+
+
+# How the constructor gets a dtype's time columns for the row check.
+_COPY = 0  # through _time_columns (contiguous int64 copies)
+_IN_PLACE = 1  # time and endtime are native int64 fields: read in place, no copy
+_TIME_IN_PLACE = 2  # length/dt form with a native int64 time field: only the
+#                     end times are computed, as endtime() does
+
+# Per-dtype facts for the constructor, keyed by dtype (numpy caches a dtype's
+# hash, so a lookup is cheap): one of the modes above. Only dtypes that passed
+# check_time_dtype are stored; the cache is cleared when it grows past
+# _DTYPE_CACHE_SIZE (programs use a handful of dtypes).
+_COLUMN_MODE: dict[np.dtype, int] = {}
+_DTYPE_CACHE_SIZE = 256
+
+
+def _column_mode(dtype: np.dtype, data_type: str) -> int:
+    """Check ``dtype`` (raising as check_time_dtype does), then cache and
+    return how the constructor gets its time columns."""
+    check_time_dtype(dtype, data_type)
+    f = fields(dtype)
+    mode = _COPY
+    if f["time"][0] == _INT64:
+        if "endtime" in field_names(dtype):  # (f has titles as keys too)
+            if f["endtime"][0] == _INT64:
+                mode = _IN_PLACE
+        elif f["dt"][0].kind == "i" or f["dt"][0].itemsize < 8:
+            # time + length * dt stays int64 (a uint64 dt would make it float)
+            mode = _TIME_IN_PLACE
+    if len(_COLUMN_MODE) >= _DTYPE_CACHE_SIZE:
+        _COLUMN_MODE.clear()
+    _COLUMN_MODE[dtype] = mode
+    return mode
+
+
 def _row_text(data: np.ndarray, end_times: np.ndarray, i: int) -> str:
     return f"row {i} (time {int(data['time'][i])}, endtime {int(end_times[i])})"
 
@@ -282,33 +351,63 @@ class Chunk:
         end: int,
         data: np.ndarray,
     ) -> None:
-        for what, value in (("data_type", data_type), ("data_kind", data_kind), ("run_id", run_id)):
-            if not isinstance(value, str):
-                raise ChunkError(f"chunk {what} must be a str, got {type(value).__name__}")
-        where = f"chunk of {data_type!r} for run {run_id!r}"
-        start = _as_int(start, "start", data_type, run_id)
-        end = _as_int(end, "end", data_type, run_id)
+        # Fast paths first; every check and message is as in the general code.
+        if type(data_type) is not str or type(data_kind) is not str or type(run_id) is not str:
+            for what, value in (
+                ("data_type", data_type), ("data_kind", data_kind), ("run_id", run_id)
+            ):
+                if not isinstance(value, str):
+                    raise ChunkError(f"chunk {what} must be a str, got {type(value).__name__}")
+        if type(start) is not int:
+            start = _as_int(start, "start", data_type, run_id)
+        if type(end) is not int:
+            end = _as_int(end, "end", data_type, run_id)
         if start > end:
-            raise ChunkError(f"{where}: start {start} is after end {end}")
+            raise ChunkError(f"{_where(data_type, run_id)}: start {start} is after end {end}")
         try:
             dtype = np.dtype(dtype)
         except TypeError as e:
-            raise ChunkError(f"{where}: invalid dtype {dtype!r}: {e}") from None
-        check_time_dtype(dtype, data_type)
+            raise ChunkError(
+                f"{_where(data_type, run_id)}: invalid dtype {dtype!r}: {e}"
+            ) from None
+        mode = _COLUMN_MODE.get(dtype)
+        if mode is None:
+            mode = _column_mode(dtype, data_type)
         if not isinstance(data, np.ndarray):
-            raise ChunkError(f"{where}: data must be a numpy array, got {type(data).__name__}")
+            raise ChunkError(
+                f"{_where(data_type, run_id)}: data must be a numpy array, "
+                f"got {type(data).__name__}"
+            )
         if data.ndim != 1:
-            raise ChunkError(f"{where}: data must be 1-D, got shape {data.shape}")
+            raise ChunkError(
+                f"{_where(data_type, run_id)}: data must be 1-D, got shape {data.shape}"
+            )
         if data.dtype != dtype:
             if _without_titles(data.dtype) == _without_titles(dtype):
                 detail = " (only the field titles/descriptions differ)"
             else:
                 detail = ""
             raise ChunkError(
-                f"{where}: data has the wrong dtype{detail}: expected {dtype}, got {data.dtype}"
+                f"{_where(data_type, run_id)}: data has the wrong dtype{detail}: "
+                f"expected {dtype}, got {data.dtype}"
             )
-        times, end_times = _time_columns(data)
-        code, row = _check_rows(times, end_times, start, end)
+        if mode == _IN_PLACE and type(data) is np.ndarray:
+            times = data["time"]
+            end_times = data["endtime"]
+        elif mode == _TIME_IN_PLACE and type(data) is np.ndarray:
+            times = data["time"]
+            end_times = times + data["length"].astype(np.int64) * data["dt"]
+        else:
+            times, end_times = _time_columns(data)
+        try:
+            code, row = _check_rows(times, end_times, start, end)
+        except TypeError:
+            if start < _INT64_MIN or end > _INT64_MAX:
+                # Bounds outside int64: numba's dispatcher raises this
+                # OverflowError, except for an argument type combination it
+                # has not met yet, where it raises TypeError. Always the former.
+                raise OverflowError("int too big to convert") from None
+            raise
         if code != _OK:
             row = int(row)
             text = _row_text(data, end_times, row)
@@ -323,8 +422,14 @@ class Chunk:
                 problem = f"{text} starts before the chunk start {start}"
             else:
                 problem = f"{text} ends after the chunk end {end}"
-            raise ChunkError(f"{where} covering [{start}, {end}): {problem}")
-        self._set(data_type, data_kind, dtype, run_id, start, end, data)
+            raise ChunkError(f"{_where(data_type, run_id)} covering [{start}, {end}): {problem}")
+        self._data_type = data_type
+        self._data_kind = data_kind
+        self._dtype = dtype
+        self._run_id = run_id
+        self._start = start
+        self._end = end
+        self._data = data
 
     def _set(self, data_type, data_kind, dtype, run_id, start, end, data) -> None:
         self._data_type = data_type
@@ -435,15 +540,11 @@ class Chunk:
     # ------------------------------------------------------------------ operations
 
     def _like(self, start: int, end: int, data: np.ndarray) -> Chunk:
-        return Chunk._trusted(
-            data_type=self._data_type,
-            data_kind=self._data_kind,
-            dtype=self._dtype,
-            run_id=self._run_id,
-            start=start,
-            end=end,
-            data=data,
-        )
+        # As _trusted with this chunk's metadata, whose dtype is already a dtype.
+        new = Chunk.__new__(Chunk)
+        new._set(self._data_type, self._data_kind, self._dtype, self._run_id, int(start),
+                 int(end), data)
+        return new
 
     def split(self, t: int, *, allow_early_split: bool = False) -> tuple[Chunk, Chunk]:
         """Split into ``[start, t')`` and ``[t', end)``.
