@@ -56,10 +56,16 @@ def chunks_of(name, x, edges):
     return out
 
 
-async def synchronize(inputs):
+async def synchronize(inputs, *, fast_path=True):
+    return (await synchronize_with_counters(inputs, fast_path=fast_path))[0]
+
+
+async def synchronize_with_counters(inputs, *, fast_path=True):
     boxes = {n: Mailbox(n, max_chunks=2) for n in inputs}
     cursors = {n: mb.subscribe("sync") for n, mb in boxes.items()}
     batches = []
+    sync = Synchronizer("r", cursors, "test")
+    sync._single_input_fast_path = fast_path
 
     async def produce(name, chunks):
         for c in chunks:
@@ -67,14 +73,16 @@ async def synchronize(inputs):
         boxes[name].close()
 
     async def consume():
-        async for b in Synchronizer("r", cursors, "test"):
+        async for b in sync:
             batches.append(b)
 
     async with asyncio.TaskGroup() as tg:
         for n, chunks in inputs.items():
             tg.create_task(produce(n, chunks), name=f"straxio-test:produce-{n}")
         tg.create_task(consume(), name="straxio-test:sync")
-    return batches
+    counters = {k: getattr(sync, k) for k in ("chunks_in", "bytes_in", "first_start", "last_end",
+                                               "batches", "peak_held_bytes")}
+    return batches, counters
 
 
 @settings(max_examples=150, deadline=None)
@@ -147,3 +155,106 @@ def test_zero_length_row_at_a_base_rows_end_is_never_contained(cut):
     events = type("Ev", (_Events,), {"cut": cut})
     ctx = straxio.Context(register=[events, _Peaks, _Count])
     assert ctx.get_array("r", "count")["n"].tolist() == [0]
+
+
+# --------------------------------------------------------------------------- one input
+
+
+@st.composite
+def one_input_chunks(draw):
+    """Chunks of one input: zero-duration chunks anywhere (repeated edges, also
+    at the first and last edge), zero-length rows at chunk edges, which may go
+    into any chunk whose closed range holds them, or no chunk at all."""
+    if draw(st.integers(0, 20)) == 0:
+        return []
+    x = draw(intervals(max_rows=15))
+    cuts = safe_cuts(x)
+    first, last = sorted(draw(st.lists(st.sampled_from(cuts), min_size=2, max_size=2)))
+    edges = sorted([*draw(st.lists(st.sampled_from(cuts), max_size=8)), first, last])
+    edges = [min(max(e, first), last) for e in edges]
+    x = x[(x["time"] >= first) & (x["endtime"] <= last)]
+    zero = np.zeros(draw(st.integers(0, 4)), dtype=DTYPE)
+    zero["time"] = zero["endtime"] = draw(st.lists(st.sampled_from(edges), min_size=len(zero),
+                                                   max_size=len(zero)))
+    x = straxio.sort_by_time(np.concatenate([x, zero]))
+    ranges = list(itertools.pairwise(edges))
+    which = []
+    for t, e in zip(x["time"].tolist(), x["endtime"].tolist(), strict=True):
+        lowest = which[-1] if which else 0
+        candidates = [i for i, (s, f) in enumerate(ranges) if i >= lowest and s <= t and e <= f]
+        assert candidates, "every row fits some chunk at or after the previous row's"
+        which.append(draw(st.sampled_from(candidates)))
+    which = np.array(which, dtype=np.int64)
+    return [straxio.Chunk(data_type="a", data_kind="a", dtype=DTYPE, run_id="r", start=s, end=f,
+                          data=x[which == i])
+            for i, (s, f) in enumerate(ranges)]
+
+
+def summary(batches):
+    return [(b.run_id, b.chunk_i, b.start, b.end, list(b.chunks),
+             [(c.data_type, c.start, c.end, c.data.tolist()) for c in b.chunks.values()])
+            for b in batches]
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=one_input_chunks())
+def test_single_input_fast_path_gives_the_general_batches(chunks):
+    fast, fast_counters = asyncio.run(synchronize_with_counters({"a": chunks}))
+    general, general_counters = asyncio.run(
+        synchronize_with_counters({"a": chunks}, fast_path=False))
+    assert summary(fast) == summary(general)
+    assert fast_counters == general_counters
+    assert fast_counters["chunks_in"] == len(chunks)
+    if chunks:
+        got = np.concatenate([b.chunks["a"].data for b in fast])
+        np.testing.assert_array_equal(got, np.concatenate([c.data for c in chunks]))
+
+
+def _chunk(name, start, end, times=(), *, run_id="r"):
+    x = np.zeros(len(times), dtype=DTYPE)
+    x["time"] = x["endtime"] = times
+    return straxio.Chunk(data_type=name, data_kind=name, dtype=DTYPE, run_id=run_id,
+                         start=start, end=end, data=x)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([], []),
+        ([_chunk("a", 5, 5)], [(5, 5, [])]),
+        ([_chunk("a", 5, 5, [5])], [(5, 5, [5])]),
+        ([_chunk("a", 5, 5), _chunk("a", 5, 5, [5])], [(5, 5, [5])]),
+        ([_chunk("a", 0, 5, [5]), _chunk("a", 5, 5)], [(0, 5, [5])]),
+        ([_chunk("a", 0, 5), _chunk("a", 5, 5, [5])], [(0, 5, []), (5, 5, [5])]),
+        ([_chunk("a", 0, 0, [0]), _chunk("a", 0, 0), _chunk("a", 0, 5, [0, 3]),
+          _chunk("a", 5, 5), _chunk("a", 5, 9, [9])], [(0, 5, [0, 0, 3]), (5, 9, [9])]),
+    ],
+)
+def test_single_input_zero_duration_chunks(chunks, expected):
+    for fast_path in (True, False):
+        batches = asyncio.run(synchronize({"a": chunks}, fast_path=fast_path))
+        got = [(b.start, b.end, b.chunks["a"].data["time"].tolist()) for b in batches]
+        assert got == expected
+        assert [b.chunk_i for b in batches] == list(range(len(batches)))
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [_chunk("a", 0, 5), _chunk("a", 6, 9)],
+        [_chunk("a", 0, 5), _chunk("a", 4, 9)],
+        [_chunk("a", 0, 5), _chunk("a", 5, 5), _chunk("a", 6, 9)],
+        [_chunk("a", 0, 5), _chunk("b", 5, 9)],
+        [_chunk("a", 0, 5), _chunk("a", 5, 9, run_id="other")],
+        [_chunk("a", 3, 3), _chunk("a", 4, 9)],
+    ],
+)
+def test_single_input_fast_path_raises_the_general_errors(chunks):
+    messages = []
+    for fast_path in (True, False):
+        with pytest.raises(ExceptionGroup) as info:
+            asyncio.run(synchronize({"a": chunks}, fast_path=fast_path))
+        (err,) = info.value.exceptions
+        assert isinstance(err, straxio.ChunkError)
+        messages.append(str(err))
+    assert messages[0] == messages[1]
