@@ -6,6 +6,8 @@ import asyncio
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import straxio
 from straxio import testing as toy
@@ -195,3 +197,81 @@ async def test_statistics_show_time_waiting_for_input_and_for_room(aloop):
     assert stats.components["Peaks"].wait_output_seconds >= 0.04
     assert stats.components["PeakBasics"].wait_input_seconds > 0
     assert "waiting in" in str(stats)
+
+
+class _ReferenceMailbox(Mailbox):
+    """The plain rule: look for the lowest position after every take."""
+
+    def _took(self, pos):
+        self._drop_taken()
+
+
+@st.composite
+def mailbox_scripts(draw):
+    n_cursors = draw(st.integers(1, 4))
+    ops = st.one_of(
+        st.tuples(st.just("put"), st.integers(0, 300)),
+        st.tuples(st.just("get"), st.integers(0, n_cursors - 1)),
+        st.tuples(st.just("get"), st.integers(0, n_cursors - 1)),
+        st.tuples(st.just("detach"), st.integers(0, n_cursors - 1)),
+        st.tuples(st.just("relax"), st.just(0)),
+        st.tuples(st.just("close"), st.just(0)),
+    )
+    return (n_cursors, draw(st.integers(1, 4)), draw(st.integers(1, 5000)),
+            draw(st.lists(ops, max_size=60)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=mailbox_scripts())
+def test_bookkeeping_matches_the_plain_rule(script):
+    """Whatever subscribers do, a mailbox holds, drops, relaxes and wakes its
+    producer exactly as when it looks for the lowest position on every take."""
+    n_cursors, max_chunks, max_bytes, ops = script
+
+    async def run():
+        boxes = [cls("peaks", max_chunks=max_chunks, max_bytes=max_bytes)
+                 for cls in (Mailbox, _ReferenceMailbox)]
+        cursors = [[mb.subscribe(f"c{i}") for i in range(n_cursors)] for mb in boxes]
+        puts: list[asyncio.Task | None] = [None, None]
+        published = 0
+
+        async def settle():
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+        for op, arg in ops:
+            if op == "put" and puts[0] is None and not boxes[0]._closed:
+                chunk = make_chunk(published, rows=arg)
+                published += 1
+                puts = [asyncio.create_task(mb.put(chunk), name="straxio-test:put")
+                        for mb in boxes]
+            elif op == "get":
+                if cursors[0][arg]._pos < boxes[0]._published and not cursors[0][arg].detached:
+                    got = [await cs[arg].get() for cs in cursors]
+                    assert got[0] is got[1]
+            elif op == "detach":
+                for cs in cursors:
+                    cs[arg].detach()
+            elif op == "relax":
+                for mb in boxes:
+                    mb.relax()
+            elif op == "close" and puts[0] is None:
+                for mb in boxes:
+                    mb.close()
+            await settle()
+            done = [t is not None and t.done() for t in puts]
+            assert done[0] == done[1]
+            if done[0]:
+                puts = [None, None]
+            fast, plain = (mb.statistics() for mb in boxes)
+            assert fast == plain
+            attached = [c._pos for c in cursors[0] if not c.detached]
+            lowest = min(attached, default=boxes[0]._published)
+            assert fast.buffered_chunks == boxes[0]._published - lowest
+            assert boxes[0]._at_first == attached.count(lowest)
+        for t in puts:
+            if t is not None:
+                t.cancel()
+        await settle()
+
+    asyncio.run(run())

@@ -102,6 +102,11 @@ class Mailbox:
         self._last_end: int | None = None
         self._bytes = 0
         self._cursors: list[Cursor] = []
+        # How many subscribed cursors are at the lowest position, which is
+        # self._first (the buffer holds the chunks from the lowest position
+        # on). Chunks can be dropped only when the last of them moves on, so
+        # only then is the lowest position looked for (_took).
+        self._at_first = 0
         self._put_waiter: asyncio.Future | None = None
         self._closed = False
         self._error: BaseException | None = None
@@ -125,6 +130,7 @@ class Mailbox:
                 f"{self._published} chunks were published")
         c = Cursor(self, name, external=external)
         self._cursors.append(c)
+        self._at_first += 1  # nothing was published: every cursor is at 0 == self._first
         return c
 
     # ------------------------------------------------------------------ producer
@@ -195,19 +201,45 @@ class Mailbox:
         if w is not None and not w.done():
             w.set_result(None)
 
+    def _took(self, pos: int):
+        """A subscribed cursor took the chunk at ``pos``."""
+        if pos == self._first:
+            self._at_first -= 1
+            if not self._at_first:
+                # The last cursor at the lowest position moved on.
+                self._drop_taken()
+                return
+        # The lowest position is unchanged, so is the buffer: _drop_taken
+        # would drop nothing.
+        self._after_drop()
+
     def _drop_taken(self):
-        if not self._cursors:
-            lowest = self._published
+        cursors = self._cursors
+        if len(cursors) == 1:
+            lowest = cursors[0]._pos
+            self._at_first = 1
+        elif cursors:
+            positions = [c._pos for c in cursors]
+            lowest = min(positions)
+            self._at_first = positions.count(lowest)
         else:
-            lowest = min(c._pos for c in self._cursors)
+            lowest = self._published
+            self._at_first = 0
         while self._first < lowest and self._chunks:
             c = self._chunks.popleft()
             self._bytes -= c.nbytes
             self._first += 1
-        if len(self._chunks) < self.max_chunks and self._bytes < self.max_bytes:
+        # With subscribers, self._first is now the lowest position (they are
+        # never ahead of what was published).
+        self._after_drop()
+
+    def _after_drop(self):
+        if (self._relaxed_limit is not None and len(self._chunks) < self.max_chunks
+                and self._bytes < self.max_bytes):
             self._relaxed_limit = None  # back within budget: the relaxation is over
-        if not self._full():
-            self._wake_producer()
+        w = self._put_waiter
+        if w is not None and not w.done() and not self._full():
+            w.set_result(None)
 
     # ------------------------------------------------------------------ introspection
 
@@ -276,9 +308,13 @@ class Cursor:
             finally:
                 mb._monitor.unblock(key)
                 self._waiter = None
-        chunk = mb._chunks[self._pos - mb._first]
-        self._pos += 1
-        mb._drop_taken()
+        pos = self._pos
+        chunk = mb._chunks[pos - mb._first]
+        self._pos = pos + 1
+        if self._detached:
+            mb._drop_taken()
+        else:
+            mb._took(pos)
         return chunk
 
     def detach(self) -> None:
