@@ -275,3 +275,24 @@ def test_bookkeeping_matches_the_plain_rule(script):
         await settle()
 
     asyncio.run(run())
+
+
+@pytest.mark.asyncio
+async def test_try_put_publishes_only_when_there_is_room(aloop):
+    mb = Mailbox("peaks", max_chunks=2)
+    reader = mb.subscribe("reader")
+    assert mb.try_put(make_chunk(0)) and mb.try_put(make_chunk(1))
+    assert not mb.try_put(make_chunk(2))  # full: nothing done
+    assert mb.statistics().published_chunks == 2
+    assert (await reader.get()).start == make_chunk(0).start
+    assert mb.try_put(make_chunk(2))
+    assert [(await reader.get()).start for _ in range(2)] == [make_chunk(i).start
+                                                              for i in (1, 2)]
+    # Without readers a chunk is only counted, never held.
+    alone = Mailbox("alone", max_chunks=1)
+    assert all(alone.try_put(make_chunk(i)) for i in range(3))
+    s = alone.statistics()
+    assert (s.published_chunks, s.buffered_chunks, s.last_end) == (3, 0, make_chunk(2).end)
+    mb.close()
+    with pytest.raises(straxio.StraxioError, match="put after close"):
+        mb.try_put(make_chunk(3))

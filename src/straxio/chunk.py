@@ -19,6 +19,7 @@ kernels take contiguous copies.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 from collections.abc import Sequence
@@ -307,6 +308,20 @@ def _column_mode(dtype: np.dtype, data_type: str) -> int:
 
 def _row_text(data: np.ndarray, end_times: np.ndarray, i: int) -> str:
     return f"row {i} (time {int(data['time'][i])}, endtime {int(end_times[i])})"
+
+
+@functools.lru_cache(maxsize=256)
+def _merge_plan(dtypes: tuple[np.dtype, ...]) -> tuple[np.dtype, tuple[tuple[int, str], ...]]:
+    """The merged dtype of ``dtypes`` and, per field, which input fills it."""
+    dtype = merged_dtype(dtypes)
+    wanted = set(field_names(dtype))
+    plan = []
+    for i, d in enumerate(dtypes):
+        for name in field_names(d):
+            if name in wanted:
+                plan.append((i, name))
+                wanted.discard(name)
+    return dtype, tuple(plan)
 
 
 class Chunk:
@@ -626,20 +641,27 @@ class Chunk:
         if len(chunks) == 1 and data_type in (None, chunks[0].data_type):
             return chunks[0]
         first = chunks[0]
-        summary = ", ".join(
-            f"{c.data_type} (kind {c.data_kind}, run {c.run_id}, [{c.start}, {c.end}), "
-            f"{len(c)} rows)"
-            for c in chunks
-        )
-        for what in ("data_kind", "run_id", "start", "end"):
-            if any(getattr(c, what) != getattr(first, what) for c in chunks):
-                raise ChunkError(f"cannot merge chunks: their {what} must agree; got {summary}")
-        if any(len(c) != len(first) for c in chunks):
-            raise ChunkError(f"cannot merge chunks: their row counts must agree; got {summary}")
+
+        def summary() -> str:
+            return ", ".join(
+                f"{c.data_type} (kind {c.data_kind}, run {c.run_id}, [{c.start}, {c.end}), "
+                f"{len(c)} rows)"
+                for c in chunks
+            )
+
+        key = (first._data_kind, first._run_id, first._start, first._end, len(first._data))
+        for c in chunks:
+            if (c._data_kind, c._run_id, c._start, c._end, len(c._data)) != key:
+                for what in ("data_kind", "run_id", "start", "end"):
+                    if getattr(c, what) != getattr(first, what):
+                        raise ChunkError(
+                            f"cannot merge chunks: their {what} must agree; got {summary()}")
+                raise ChunkError(
+                    f"cannot merge chunks: their row counts must agree; got {summary()}")
         try:
-            dtype = merged_dtype([c.dtype for c in chunks])
+            dtype, plan = _merge_plan(tuple(c._dtype for c in chunks))
         except ChunkError as e:
-            raise ChunkError(f"cannot merge chunks {summary}: {e}") from None
+            raise ChunkError(f"cannot merge chunks {summary()}: {e}") from None
         first_time, first_end = _time_columns(first.data)
         for c in chunks[1:]:
             times, end_times = _time_columns(c.data)
@@ -652,12 +674,8 @@ class Chunk:
                     f"endtime {int(end_times[row])}) are not the same interval"
                 )
         data = np.empty(len(first), dtype=dtype)
-        filled: set[str] = set()
-        for c in chunks:
-            for name in field_names(c.dtype):
-                if name in field_names(dtype) and name not in filled:
-                    data[name] = c.data[name]
-                    filled.add(name)
+        for i, name in plan:
+            data[name] = chunks[i]._data[name]
         return cls._trusted(
             data_type="+".join(c.data_type for c in chunks) if data_type is None else data_type,
             data_kind=first.data_kind,

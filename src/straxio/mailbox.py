@@ -163,6 +163,21 @@ class Mailbox:
                 self._monitor.unblock(key)
                 if self._put_waiter is fut:
                     self._put_waiter = None
+        self._append(chunk)
+
+    def try_put(self, chunk: Chunk) -> bool:
+        """Publish ``chunk`` if there is room now (as ``put`` would without
+        waiting); False, and nothing done, when the buffer is full."""
+        if self._error is not None:
+            return True  # dropped, as put() does
+        if self._closed:
+            raise StraxioError(f"mailbox {self.data_type!r}: put after close")
+        if self._full():
+            return False
+        self._append(chunk)
+        return True
+
+    def _append(self, chunk: Chunk) -> None:
         chunk.data.flags.writeable = False
         if self._cursors:
             self._chunks.append(chunk)

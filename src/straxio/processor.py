@@ -975,6 +975,8 @@ class _Run:
         threshold = p.inline_below_seconds
         pending: deque[tuple[Batch, _Job]] = deque()
 
+        mailboxes = self.mailboxes
+
         def account(batch: Batch, outputs, seconds, was_inline: bool) -> float:
             chunks = dict(batch.chunks)
             for (_, depends_on), c, out, sec in zip(members, counters, outputs, seconds):
@@ -983,16 +985,19 @@ class _Run:
                 c.compute_seconds += sec
                 c.chunks_in += len(depends_on)
                 c.bytes_in += sum(chunks[d].nbytes for d in depends_on)
+                for chunk in out.values():
+                    c.chunks_out += 1
+                    c.bytes_out += chunk.nbytes
+                    c.rows += len(chunk)
                 chunks.update(out)
             return sum(seconds)
 
         async def publish(outputs):
-            for c, out in zip(counters, outputs):
+            for out in outputs:
                 for data_type, chunk in out.items():
-                    c.chunks_out += 1
-                    c.bytes_out += chunk.nbytes
-                    c.rows += len(chunk)
-                    await self.mailboxes[data_type].put(chunk)
+                    mb = mailboxes[data_type]
+                    if not mb.try_put(chunk):
+                        await mb.put(chunk)
 
         async def finish(batch: Batch, job: _Job):
             nonlocal inline
