@@ -296,3 +296,18 @@ async def test_try_put_publishes_only_when_there_is_room(aloop):
     mb.close()
     with pytest.raises(straxio.StraxioError, match="put after close"):
         mb.try_put(make_chunk(3))
+
+
+@pytest.mark.asyncio
+async def test_detached_cursor_reads_nothing_more(aloop):
+    mb = Mailbox("peaks", max_chunks=4)
+    gone = mb.subscribe("gone")
+    stays = mb.subscribe("stays")
+    for i in range(3):
+        await mb.put(make_chunk(i))
+    assert (await gone.get()).start == make_chunk(0).start
+    gone.detach()
+    for _ in range(3):
+        await stays.get()  # every chunk is dropped now
+    with pytest.raises(StopAsyncIteration):
+        await gone.get()

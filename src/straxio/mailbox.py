@@ -307,8 +307,11 @@ class Cursor:
 
     async def get(self) -> Chunk:
         """The next chunk; raises StopAsyncIteration at the end of the data,
-        or the mailbox's error if it failed."""
+        or the mailbox's error if it failed. A detached cursor reads nothing
+        more (its unread chunks may be gone already)."""
         mb = self.mailbox
+        if self._detached:
+            raise StopAsyncIteration
         while self._pos >= mb._published:
             if mb._error is not None:
                 raise mb._error
