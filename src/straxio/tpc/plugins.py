@@ -211,15 +211,16 @@ class Records(Plugin):
         out = np.zeros(n, dtype=self.dtype)
         for f in ("time", "length", "dt", "channel", "pulse_length", "record_i"):
             out[f] = raw_records[f]
-        data = np.zeros((n, SAMPLES_PER_RECORD), np.int16)
         baseline = np.zeros(n, np.float32)
         rms = np.zeros(n, np.float32)
         area = np.zeros(n, np.int32)
-        K.subtract_baseline(K.col(raw_records["data"]), K.col(raw_records["length"], np.int64),
+        # The waveforms are read and written in place (strided views): no
+        # copy of the largest column on the way in or out.
+        K.subtract_baseline(raw_records["data"], K.col(raw_records["length"], np.int64),
                             K.col(raw_records["channel"], np.int64),
                             K.col(raw_records["record_i"], np.int64), N_CHANNELS,
-                            self.baseline_samples, data, baseline, rms, area)
-        out["data"], out["baseline"], out["baseline_rms"], out["area"] = data, baseline, rms, area
+                            self.baseline_samples, out["data"], baseline, rms, area)
+        out["baseline"], out["baseline_rms"], out["area"] = baseline, rms, area
         return out
 
 
@@ -242,6 +243,9 @@ class Hits(Plugin):
                                  help="samples after a hit integrated into its area")
 
     def compute(self, records):
+        # A contiguous copy: find_hits scans samples, and numba vectorises
+        # that only over a C-contiguous array (a strided view was measured
+        # 20 % slower here).
         data = K.col(records["data"])
         length = K.col(records["length"], np.int64)
         channel = K.col(records["channel"], np.int64)
@@ -330,7 +334,7 @@ class Peaks(Plugin):
         center = np.zeros(n, np.int64)
         K.sum_waveforms(t0, t1, dt, K.col(records["time"], np.int64),
                         K.col(records["length"], np.int64), K.col(records["dt"], np.int64),
-                        K.col(records["channel"], np.int64), K.col(records["data"]), TO_PE,
+                        K.col(records["channel"], np.int64), records["data"], TO_PE,
                         area, wf, per_channel, center)
         peaks = np.zeros(n, dtype=self.dtype)
         peaks["time"], peaks["endtime"], peaks["dt"] = t0, t1, dt
@@ -385,7 +389,7 @@ class PeakBasics(Plugin):
         out["y"] = np.where(top_sum > 0, top @ PMT_XY[:, 1] / safe, 0)
 
         q = np.zeros((n, 6))
-        K.area_quantile_times(K.col(peaks["data"]), K.col(peaks["length"], np.int64),
+        K.area_quantile_times(peaks["data"], K.col(peaks["length"], np.int64),
                               K.col(peaks["dt"], np.int64),
                               np.array([0.05, 0.1, 0.25, 0.5, 0.75, 0.95]), q)
         out["range_50p_area"] = q[:, 4] - q[:, 2]
