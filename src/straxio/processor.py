@@ -50,6 +50,8 @@ import typing as ty
 from collections import deque
 from statistics import median
 
+import numpy as np
+
 from . import shm
 from .chunk import Chunk, check_continuity
 from .exceptions import PipelineStalled, PlanError, PluginError, RemoteError, StraxioError
@@ -308,14 +310,23 @@ class _Group:
     provides: set[str]
 
 
-def _compute_group(members: list[tuple[Plugin, tuple[str, ...]]], batch: Batch,
-                   describe) -> tuple[list[dict[str, Chunk]], list[float]]:
+def _compute_group(members: list[tuple[Plugin, tuple[str, ...], tuple[str, ...]]],
+                   batch: Batch, describe):
     """Run every member of a fused group on one batch (in an executor thread,
-    or inline); returns each member's output chunks and compute seconds."""
+    or inline).
+
+    ``members`` are ``(plugin, depends_on, drop_after)``: the types in
+    ``drop_after`` are read by nobody after this member and by nobody outside
+    the group, so their rows are let go at once (their chunk is replaced by
+    an empty one of the same range, which is all their mailbox needs).
+    Returns each member's output chunks, compute seconds, and
+    ``(bytes_in, chunks_out, bytes_out, rows)``.
+    """
     chunks = dict(batch.chunks)
     outputs: list[dict[str, Chunk]] = []
     seconds: list[float] = []
-    for plugin, depends_on in members:
+    sizes: list[tuple[int, int, int, int]] = []
+    for plugin, depends_on, drop_after in members:
         b = Batch(batch.run_id, batch.chunk_i, batch.start, batch.end,
                   {d: chunks[d] for d in depends_on})
         try:
@@ -327,9 +338,19 @@ def _compute_group(members: list[tuple[Plugin, tuple[str, ...]]], batch: Batch,
         except Exception as e:
             _note_once(e, describe(plugin, b))
             raise
+        del b, kwargs, result
+        sizes.append((sum(chunks[d].nbytes for d in depends_on), len(out),
+                      sum(c.nbytes for c in out.values()), sum(len(c) for c in out.values())))
         chunks.update(out)
         outputs.append(out)
-    return outputs, seconds
+        for d in drop_after:
+            c = chunks[d]
+            empty = c._like(c.start, c.end, np.empty(0, c.dtype))
+            chunks[d] = empty
+            for o in outputs:
+                if d in o:
+                    o[d] = empty
+    return outputs, seconds, sizes
 
 
 class _Job:
@@ -962,34 +983,45 @@ class _Run:
         p = self.processor
         head = self.counters[group.members[0]]
         sync = Synchronizer(self.run_id, self.cursors[group.name], group.name)
-        members = [(self.plugins[m], self.nodes[m].depends_on) for m in group.members]
+        # Types nobody outside the group reads are let go after their last
+        # reader inside it (see _compute_group).
+        last_reader: dict[str, int] = {}
+        for i, m in enumerate(group.members):
+            for d in self.nodes[m].provides:
+                last_reader[d] = i
+            for d in self.nodes[m].depends_on:
+                last_reader[d] = i
+        drop_after: list[list[str]] = [[] for _ in group.members]
+        for d, i in last_reader.items():
+            if d in group.provides and not self.mailboxes[d].statistics().cursors:
+                drop_after[i].append(d)
+        members = [(self.plugins[m], self.nodes[m].depends_on, tuple(drop))
+                   for m, drop in zip(group.members, drop_after)]
         counters = [self.counters[m] for m in group.members]
         runner: _ComputeRunner = members[0][0]._runner
         describe = runner._describe
-        modes = {plugin.compute_inline for plugin, _ in members}
+        modes = {plugin.compute_inline for plugin, _, _ in members}
         never_inline = False in modes
         always_inline = modes == {True}
-        limit = min(plugin.max_in_flight or p.max_workers for plugin, _ in members)
+        limit = min(plugin.max_in_flight or p.max_workers for plugin, _, _ in members)
         recent: deque[float] = deque(maxlen=INLINE_PROBES)
         inline = always_inline
         threshold = p.inline_below_seconds
-        pending: deque[tuple[Batch, _Job]] = deque()
+        pending: deque[_Job] = deque()
 
         mailboxes = self.mailboxes
 
-        def account(batch: Batch, outputs, seconds, was_inline: bool) -> float:
-            chunks = dict(batch.chunks)
-            for (_, depends_on), c, out, sec in zip(members, counters, outputs, seconds):
+        def account(seconds, sizes, was_inline: bool) -> float:
+            for (_, depends_on, _), c, sec, (b_in, n_out, b_out, rows) in zip(
+                    members, counters, seconds, sizes):
                 c.compute_calls += 1
                 c.inline_calls += was_inline
                 c.compute_seconds += sec
                 c.chunks_in += len(depends_on)
-                c.bytes_in += sum(chunks[d].nbytes for d in depends_on)
-                for chunk in out.values():
-                    c.chunks_out += 1
-                    c.bytes_out += chunk.nbytes
-                    c.rows += len(chunk)
-                chunks.update(out)
+                c.bytes_in += b_in
+                c.chunks_out += n_out
+                c.bytes_out += b_out
+                c.rows += rows
             return sum(seconds)
 
         async def publish(outputs):
@@ -999,10 +1031,10 @@ class _Run:
                     if not mb.try_put(chunk):
                         await mb.put(chunk)
 
-        async def finish(batch: Batch, job: _Job):
+        async def finish(job: _Job):
             nonlocal inline
-            outputs, seconds = await job.result()
-            total = account(batch, outputs, seconds, False)
+            outputs, seconds, sizes = await job.result()
+            total = account(seconds, sizes, False)
             if not never_inline:
                 # As for single plugins: the median of the latest pool calls,
                 # re-decided after every call.
@@ -1015,26 +1047,25 @@ class _Run:
             async for batch in sync:
                 if inline:
                     while pending:  # earlier batches first
-                        await finish(*pending.popleft())
-                    outputs, seconds = _compute_group(members, batch, describe)
-                    total = account(batch, outputs, seconds, True)
+                        await finish(pending.popleft())
+                    outputs, seconds, sizes = _compute_group(members, batch, describe)
+                    total = account(seconds, sizes, True)
                     if not always_inline and total > 10 * threshold:
                         inline = False  # got expensive: back to the pool, measure again
                         recent.clear()
                     await publish(outputs)
                     continue
                 job = _Job(p._submit_thread(self, _compute_group, members, batch, describe))
-                pending.append((batch, job))
+                pending.append(job)
                 if len(pending) >= limit:
-                    await finish(*pending.popleft())
+                    await finish(pending.popleft())
             while pending:
-                await finish(*pending.popleft())
+                await finish(pending.popleft())
         finally:
             # On failure, cancel, or early exit: nothing new starts, running
             # kernels are awaited.
             while pending:
-                _, job = pending.popleft()
-                await job.settle()
+                await pending.popleft().settle()
             head.peak_held_bytes = max(head.peak_held_bytes, sync.peak_held_bytes)
         for m in group.members:
             for d in self.nodes[m].provides:
