@@ -54,9 +54,83 @@ def main(argv=None):
         tables.append(f"## {name} ({time.perf_counter() - t:.0f} s; {out['strax']})\n"
                       f"{out['tables']}\n")
         print(tables[-1], flush=True)
-    C.write_json("all", {"args": vars(args), "benchmarks": combined,
+    summary = targets(combined)
+    if summary:
+        print(summary, flush=True)
+    C.write_json("all", {"args": vars(args), "benchmarks": combined, "targets": summary,
                          "seconds": time.perf_counter() - t0})
     print(f"total {time.perf_counter() - t0:.0f} s; JSON in {C.RESULTS}")
+
+
+def targets(combined: dict) -> str:
+    """The issue's targets next to what this run measured (ratios in one run)."""
+    rows = []
+
+    def row(name, want, got, ok):
+        rows.append([name, want, C.fmt(got) if got is not None else "n/a",
+                     "n/a" if ok is None else ("yes" if ok else "no")])
+
+    def m(results, label, key):
+        return C.median(results.get(label, []), key)
+
+    def cmp(got, limit, below=False):
+        if got is None or limit is None:
+            return None
+        return got <= limit if below else got >= limit
+
+    if "chain" in combined:
+        r = combined["chain"]["results"]
+        labels = [k for k in r if k.startswith("strax ") and r[k]]
+        kern = r.get("kernels", [])
+        for key, title in (("memory_mb_s", "in memory"), ("save_mb_s", "with saving"),
+                           ("load_mb_s", "loading")):
+            mine = m(r, "straxio", key)
+            default = m(r, "strax default", key)
+            best = max((m(r, lab, key) or 0 for lab in labels), default=None) or None
+            if key == "memory_mb_s":
+                row(f"{title}: straxio / strax default", ">= 2", C.ratio(mine, default),
+                    cmp(C.ratio(mine, default), 2))
+                limit = C.median(kern, "limit_mb_s")
+                want = min(x for x in (best and 1.25 * best, limit and 0.9 * limit) if x)
+                row(f"{title}: raw MB/s vs min(1.25 x best strax, 90 % kernel limit)",
+                    f">= {C.fmt(want)}", mine, cmp(mine, want))
+                util = m(r, "straxio", "memory_util")
+                row(f"{title}: cores busy in kernels", ">= 1.8", util, cmp(util, 1.8))
+                peak, peak_default = (m(r, "straxio", "peak_rss_above_baseline_mb"),
+                                      m(r, "strax default", "peak_rss_above_baseline_mb"))
+                row("peak RSS above baseline: straxio / strax default", "<= 1",
+                    C.ratio(peak, peak_default), cmp(C.ratio(peak, peak_default), 1, True))
+            elif key == "save_mb_s":
+                row(f"{title}: straxio / best strax", ">= 1.4", C.ratio(mine, best),
+                    cmp(C.ratio(mine, best), 1.4))
+                limit = C.median(kern, "save_limit_mb_s")
+                row(f"{title}: share of the CPU limit (kernels + zstd 3)", ">= 0.85",
+                    C.ratio(mine, limit), cmp(C.ratio(mine, limit), 0.85))
+            else:
+                row(f"{title}: straxio / best strax", ">= 1.5", C.ratio(mine, best),
+                    cmp(C.ratio(mine, best), 1.5))
+    if "overhead" in combined:
+        r = combined["overhead"]["results"]
+        got = C.ratio(m(r, "straxio", "us_per_chunk_per_plugin"),
+                      m(r, "strax default", "us_per_chunk_per_plugin"))
+        row("per-chunk overhead: straxio / strax default", "<= 0.1", got, cmp(got, 0.1, True))
+    if "fanout" in combined:
+        r = combined["fanout"]["results"]
+        key = "us_per_extra_consumer_per_chunk"
+        got = C.ratio(m(r, "straxio", key), m(r, "strax default", key))
+        row("fan-out per extra consumer: straxio / strax default", "<= 0.1", got,
+            cmp(got, 0.1, True))
+    if "memory" in combined:
+        r = combined["memory"]["results"]
+        key = "peak_rss_above_baseline_mb"
+        p1, p4 = m(r, "straxio 1x", key), m(r, "straxio 4x", key)
+        growth = C.ratio(p4, p1) and 100 * (p4 / p1 - 1)
+        row("memory growth 1x -> 4x run length, %", "< 10", growth,
+            None if growth is None else growth < 10)
+    if not rows:
+        return ""
+    return "## targets (this run)\n\n" + C.markdown(["target", "wanted", "measured", "met"],
+                                                     rows) + "\n"
 
 
 if __name__ == "__main__":
