@@ -311,3 +311,15 @@ async def test_detached_cursor_reads_nothing_more(aloop):
         await stays.get()  # every chunk is dropped now
     with pytest.raises(StopAsyncIteration):
         await gone.get()
+
+
+def test_skip_counts_a_chunk_nobody_reads():
+    alone = Mailbox("inside_a_group")
+    alone.skip(100)
+    alone.skip(250)
+    s = alone.statistics()
+    assert (s.published_chunks, s.buffered_chunks, s.last_end) == (2, 0, 250)
+    read = Mailbox("read")
+    read.subscribe("reader")
+    with pytest.raises(straxio.StraxioError, match="has subscribers"):
+        read.skip(100)

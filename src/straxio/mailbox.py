@@ -177,6 +177,18 @@ class Mailbox:
         self._append(chunk)
         return True
 
+    def skip(self, end: int) -> None:
+        """Count a chunk ending at ``end`` that nobody subscribes to without
+        handing it over (a type read only inside a fused group): statistics
+        and progress as if it had been put."""
+        if self._cursors:
+            raise StraxioError(f"mailbox {self.data_type!r} has subscribers: put, do not skip")
+        if self._closed and self._error is None:
+            raise StraxioError(f"mailbox {self.data_type!r}: put after close")
+        self._first += 1
+        self._published += 1
+        self._last_end = end
+
     def _append(self, chunk: Chunk) -> None:
         chunk.data.flags.writeable = False
         if self._cursors:

@@ -220,6 +220,9 @@ class Batch:
 
     def by_kind(self) -> dict[str, Chunk]:
         """Same-kind inputs merged row for row, one chunk per kind."""
+        if len(self.chunks) == 1:
+            (c,) = self.chunks.values()
+            return {c.data_kind: c}
         groups: dict[str, list[Chunk]] = {}
         for c in self.chunks.values():
             groups.setdefault(c.data_kind, []).append(c)

@@ -50,8 +50,6 @@ import typing as ty
 from collections import deque
 from statistics import median
 
-import numpy as np
-
 from . import shm
 from .chunk import Chunk, check_continuity
 from .exceptions import PipelineStalled, PlanError, PluginError, RemoteError, StraxioError
@@ -310,20 +308,20 @@ class _Group:
     provides: set[str]
 
 
-def _compute_group(members: list[tuple[Plugin, tuple[str, ...], tuple[str, ...]]],
+def _compute_group(members: list[tuple[Plugin, tuple[str, ...], tuple[tuple[str, int], ...]]],
                    batch: Batch, describe):
     """Run every member of a fused group on one batch (in an executor thread,
     or inline).
 
     ``members`` are ``(plugin, depends_on, drop_after)``: the types in
-    ``drop_after`` are read by nobody after this member and by nobody outside
-    the group, so their rows are let go at once (their chunk is replaced by
-    an empty one of the same range, which is all their mailbox needs).
+    ``drop_after`` (with the index of the member providing them) are read by
+    nobody after this member and by nobody outside the group, so their rows
+    are let go at once (the output becomes None: its mailbox only counts it).
     Returns each member's output chunks, compute seconds, and
     ``(bytes_in, chunks_out, bytes_out, rows)``.
     """
     chunks = dict(batch.chunks)
-    outputs: list[dict[str, Chunk]] = []
+    outputs: list[dict[str, Chunk | None]] = []
     seconds: list[float] = []
     sizes: list[tuple[int, int, int, int]] = []
     for plugin, depends_on, drop_after in members:
@@ -339,17 +337,18 @@ def _compute_group(members: list[tuple[Plugin, tuple[str, ...], tuple[str, ...]]
             _note_once(e, describe(plugin, b))
             raise
         del b, kwargs, result
-        sizes.append((sum(chunks[d].nbytes for d in depends_on), len(out),
-                      sum(c.nbytes for c in out.values()), sum(len(c) for c in out.values())))
+        b_in = b_out = rows = 0
+        for d in depends_on:
+            b_in += chunks[d].nbytes
+        for c in out.values():
+            b_out += c.nbytes
+            rows += len(c)
+        sizes.append((b_in, len(out), b_out, rows))
         chunks.update(out)
-        outputs.append(out)
-        for d in drop_after:
-            c = chunks[d]
-            empty = c._like(c.start, c.end, np.empty(0, c.dtype))
-            chunks[d] = empty
-            for o in outputs:
-                if d in o:
-                    o[d] = empty
+        outputs.append(ty.cast("dict[str, Chunk | None]", out))
+        for d, producer in drop_after:
+            del chunks[d]
+            outputs[producer][d] = None
     return outputs, seconds, sizes
 
 
@@ -986,15 +985,16 @@ class _Run:
         # Types nobody outside the group reads are let go after their last
         # reader inside it (see _compute_group).
         last_reader: dict[str, int] = {}
+        producer: dict[str, int] = {}
         for i, m in enumerate(group.members):
             for d in self.nodes[m].provides:
-                last_reader[d] = i
+                last_reader[d] = producer[d] = i
             for d in self.nodes[m].depends_on:
                 last_reader[d] = i
-        drop_after: list[list[str]] = [[] for _ in group.members]
+        drop_after: list[list[tuple[str, int]]] = [[] for _ in group.members]
         for d, i in last_reader.items():
             if d in group.provides and not self.mailboxes[d].statistics().cursors:
-                drop_after[i].append(d)
+                drop_after[i].append((d, producer[d]))
         members = [(self.plugins[m], self.nodes[m].depends_on, tuple(drop))
                    for m, drop in zip(group.members, drop_after)]
         counters = [self.counters[m] for m in group.members]
@@ -1006,8 +1006,10 @@ class _Run:
         limit = min(plugin.max_in_flight or p.max_workers for plugin, _, _ in members)
         recent: deque[float] = deque(maxlen=INLINE_PROBES)
         inline = always_inline
-        threshold = p.inline_below_seconds
-        pending: deque[_Job] = deque()
+        # Each member of a fused group would have paid a handoff of its own:
+        # the group runs inline while its computes cost less than that many.
+        threshold = p.inline_below_seconds * len(members)
+        pending: deque[tuple[_Job, int]] = deque()
 
         mailboxes = self.mailboxes
 
@@ -1024,14 +1026,16 @@ class _Run:
                 c.rows += rows
             return sum(seconds)
 
-        async def publish(outputs):
+        async def publish(outputs, end: int):
             for out in outputs:
                 for data_type, chunk in out.items():
                     mb = mailboxes[data_type]
-                    if not mb.try_put(chunk):
+                    if chunk is None:
+                        mb.skip(end)  # read by nobody outside the group
+                    elif not mb.try_put(chunk):
                         await mb.put(chunk)
 
-        async def finish(job: _Job):
+        async def finish(job: _Job, end: int):
             nonlocal inline
             outputs, seconds, sizes = await job.result()
             total = account(seconds, sizes, False)
@@ -1041,31 +1045,31 @@ class _Run:
                 recent.append(total)
                 if len(recent) == INLINE_PROBES:
                     inline = median(recent) < threshold
-            await publish(outputs)
+            await publish(outputs, end)
 
         try:
             async for batch in sync:
                 if inline:
                     while pending:  # earlier batches first
-                        await finish(pending.popleft())
+                        await finish(*pending.popleft())
                     outputs, seconds, sizes = _compute_group(members, batch, describe)
                     total = account(seconds, sizes, True)
                     if not always_inline and total > 10 * threshold:
                         inline = False  # got expensive: back to the pool, measure again
                         recent.clear()
-                    await publish(outputs)
+                    await publish(outputs, batch.end)
                     continue
                 job = _Job(p._submit_thread(self, _compute_group, members, batch, describe))
-                pending.append(job)
+                pending.append((job, batch.end))
                 if len(pending) >= limit:
-                    await finish(pending.popleft())
+                    await finish(*pending.popleft())
             while pending:
-                await finish(pending.popleft())
+                await finish(*pending.popleft())
         finally:
             # On failure, cancel, or early exit: nothing new starts, running
             # kernels are awaited.
             while pending:
-                await pending.popleft().settle()
+                await pending.popleft()[0].settle()
             head.peak_held_bytes = max(head.peak_held_bytes, sync.peak_held_bytes)
         for m in group.members:
             for d in self.nodes[m].provides:
