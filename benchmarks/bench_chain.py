@@ -53,6 +53,10 @@ def _straxio_ctx(raw_dir, storage=None):
     import straxio
     from straxio import tpc
 
+    # Same compressor and level on both sides: strax's zstd is level 3
+    # (straxio's default is 2, see docs/storage.md#speed).
+    straxio.Plugin.compression_level = 3
+
     return straxio.Context(storage=storage, register=tpc.plugins("files"),
                            config={"raw_records_dir": str(raw_dir)})
 

@@ -305,7 +305,7 @@ class Plugin:
     containment: ty.ClassVar[bool] = False
     compute_inline: ty.ClassVar[ty.Any] = "auto"
     save_when: ty.ClassVar[ty.Any] = SaveWhen.ALWAYS
-    compression_level: ty.ClassVar[int] = 3
+    compression_level: ty.ClassVar[int] = 2  # see docs/storage.md#speed
     rechunk_on_save: ty.ClassVar[bool] = True
     chunk_target_size_mb: ty.ClassVar[float] = 200.0
 

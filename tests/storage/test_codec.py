@@ -3,6 +3,7 @@ way a stored payload can be wrong caught as DataCorrupted."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
 
@@ -184,3 +185,42 @@ def test_garbage_that_passes_the_checksum_is_not_a_frame(encoded):
     info = ChunkInfo(**{**enc.info.to_json(), "file_size": len(garbage),
                         "checksum": f"crc32:{zlib.crc32(garbage):08x}"})
     assert_corrupted(stored_for(chunk.dtype), info, garbage, "zstandard")
+
+
+@pytest.mark.parametrize("name", ["subarrays", "big_endian"])
+@pytest.mark.parametrize("cuts", [[], [0, 0], [10, 50], [1, 2, 3, 90]])
+def test_streamed_chunks_decode_as_their_concatenation(name, cuts):
+    # The saver compresses chunks as they arrive into one stored chunk.
+    from straxio.storage.codec import ChunkEncoder
+
+    dtype = ALL_DTYPES[name]
+    rows = random_rows(dtype, 100, seed=len(cuts))
+    edges = [0, *cuts, 100]
+    encoder = ChunkEncoder(7, 3)
+    pieces = list(itertools.pairwise(edges))
+    for k, (i, j) in enumerate(pieces):
+        # Only ranges matter to the encoder (they must touch): every piece
+        # but the last is a zero-length range at 0.
+        encoder.add(straxio.Chunk._trusted(
+            data_type=KEY.data_type, data_kind="peaks", dtype=dtype, run_id=KEY.run_id,
+            start=0, end=20_000 if k == len(pieces) - 1 else 0, data=rows[i:j]))
+    encoded = encoder.finish()
+    assert (encoded.info.index, encoded.info.filename) == (7, "000007.zst")
+    assert (encoded.info.start, encoded.info.end) == (0, 20_000)
+    assert (encoded.info.rows, encoded.info.nbytes) == (100, rows.nbytes)
+    assert encoded.info.checksum == f"crc32:{zlib.crc32(encoded.payload):08x}"
+    assert encoded.info.file_size == len(encoded.payload)
+    back = decode_chunk(stored_for(dtype), encoded.info, encoded.payload)
+    assert back.data.tobytes() == rows.tobytes()
+
+
+def test_streamed_chunks_must_touch():
+    from straxio.storage.codec import ChunkEncoder
+
+    rows = random_rows(straxio.testing.PEAK_DTYPE, 10)
+    encoder = ChunkEncoder(0)
+    encoder.add(chunk_of(rows[:0], 0, 100))
+    with pytest.raises(ValueError, match="previous one ended at 100"):
+        encoder.add(chunk_of(rows[:0], 150, 200))
+    with pytest.raises(ValueError, match="nothing was added"):
+        ChunkEncoder(1).finish()

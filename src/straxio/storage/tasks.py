@@ -13,10 +13,9 @@ import typing as ty
 from collections import deque
 from collections.abc import Callable, Coroutine
 
-from ..chunk import Chunk
 from ..mailbox import Cursor, Mailbox
 from .base import ChunkInfo, StoredData, Writer
-from .codec import decode_chunk, encode_chunk
+from .codec import ChunkEncoder, decode_chunk
 
 __all__ = ["Counters", "load_into", "overlapping", "save_from"]
 
@@ -40,28 +39,27 @@ async def save_from(cursor: Cursor, writer: Writer, *, offload: Offload, level: 
     """Write every chunk ``cursor`` yields, then publish; returns whether it
     published (nothing is published for a run that produced no chunk).
 
-    With ``target_bytes``, consecutive chunks are joined until they reach
-    that size (chunks touch at gaps, so joining never splits a row); without
-    it, chunks are written as produced. The caller aborts the writer if this
+    With ``target_bytes``, consecutive chunks go into one stored chunk until
+    they reach that size (chunks touch at gaps, so joining never splits a
+    row); without it, chunks are written as produced. Each chunk is
+    compressed as it arrives (:class:`~straxio.storage.codec.ChunkEncoder`). The caller aborts the writer if this
     raises or is cancelled.
     """
-    held: list[Chunk] = []
-    held_bytes = 0
+    encoder: ChunkEncoder | None = None
     index = 0
     start: int | None = None
     end: int | None = None
 
     async def flush():
-        nonlocal held, held_bytes, index
-        if not held:
+        nonlocal encoder, index
+        if encoder is None:
             return
-        chunk = Chunk.concatenate(held)
-        encoded = await offload(encode_chunk, chunk, index, level)
+        encoded = await offload(encoder.finish)
+        encoder = None
         await writer.write(encoded)
         counters.chunks_out += 1
         counters.bytes_out += encoded.info.file_size
         index += 1
-        held, held_bytes = [], 0
 
     async for chunk in cursor:
         counters.chunks_in += 1
@@ -70,10 +68,13 @@ async def save_from(cursor: Cursor, writer: Writer, *, offload: Offload, level: 
         if start is None:
             start = chunk.start
         end = chunk.end
-        held.append(chunk)
-        held_bytes += chunk.nbytes
-        counters.peak_held_bytes = max(counters.peak_held_bytes, held_bytes)
-        if target_bytes is None or held_bytes >= target_bytes:
+        if encoder is None:
+            encoder = ChunkEncoder(index, level)
+        # Compressed as it comes (no joined copy of the rows; only compressed
+        # bytes are held until the file is written).
+        await offload(encoder.add, chunk)
+        counters.peak_held_bytes = max(counters.peak_held_bytes, encoder.compressed)
+        if target_bytes is None or encoder.nbytes >= target_bytes:
             await flush()
     await flush()
     if start is None or end is None or not may_publish():
