@@ -132,3 +132,14 @@ def test_values_round_trip_through_a_segment():
     np.testing.assert_array_equal(back["a"], rows[::2])
     assert back["a"].flags.writeable
     assert shm.leftover_segments() == []
+
+
+def test_arrays_holding_objects_are_pickled_not_shared():
+    objects = np.array([(1, "a"), (2, "b")], dtype=[("time", np.int64), ("label", object)])
+    segment = shm.pack({"rows": objects, "n": 2})
+    try:
+        assert segment.packed.segment is None  # nothing to share
+        with shm.unpack_in_worker(segment.packed) as got:
+            assert got["rows"] is objects and got["n"] == 2
+    finally:
+        segment.release()

@@ -65,11 +65,12 @@ class Packed(ty.NamedTuple):
 
 
 def _plan(value, arrays: list[np.ndarray]):
-    """Replace every numpy array in ``value`` (nested in dicts, lists, tuples
-    and dataclass-like NamedTuples are not walked) by an index into ``arrays``."""
+    """Replace every numpy array in ``value`` (itself, in a dict, or in a
+    :class:`~straxio.Contained`) by an index into ``arrays``; arrays holding
+    Python objects, and anything else, stay as they are (pickled)."""
     from .plugin import Contained
 
-    if isinstance(value, np.ndarray) and value.dtype.kind != "O":
+    if isinstance(value, np.ndarray) and not value.dtype.hasobject:
         arrays.append(value)
         return ("__array__", len(arrays) - 1)
     if isinstance(value, Contained):
