@@ -176,4 +176,6 @@ class RawRecordsReader(Plugin):
             except FileNotFoundError:
                 raise straxio.DataCorrupted(f"{file}: missing; write the run again") from None
             rows = await self.offload(_decode, payload, info, self.dtype, str(file))
+            del payload  # not held while the next file is read
             yield self.chunk(start=int(info["start"]), end=int(info["end"]), data=rows)
+            del rows
