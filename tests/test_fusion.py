@@ -195,3 +195,15 @@ async def test_fan_out_siblings_fuse(aloop):
     for i in range(3):
         got = await ctx.get_array_async("run_fan", f"c{i}")
         np.testing.assert_array_equal(got["value"], np.repeat(np.arange(6), 5) + i)
+
+
+@pytest.mark.asyncio
+async def test_cli_table_names_the_fused_groups(aloop):
+    from straxio.cli import plugin_table
+
+    async with parallel_ctx().processor("peak_summary") as proc:
+        stats = await proc.run("run_cli")
+    text = plugin_table(stats)
+    assert "fused (one task, one executor call per chunk): PeakBasics -> PeakExtra -> " \
+        "PeakSummary" in text
+    assert text.count("fused (") == 1

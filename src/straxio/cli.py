@@ -424,8 +424,8 @@ def _rate(c: ComponentStatistics) -> str:
 
 def plugin_table(stats: RunStatistics) -> str:
     """Per component of a run: chunks, MB in and out, compute time, time
-    waiting for input and for room, MB/s of compute. Sinks are left out
-    (they only drain the targets)."""
+    waiting for input and for room, MB/s of compute; then the groups of
+    plugins that ran fused. Sinks are left out (they only drain the targets)."""
     rows = []
     for c in stats.components.values():
         if c.kind in ("sink", "merge"):
@@ -433,8 +433,12 @@ def plugin_table(stats: RunStatistics) -> str:
         rows.append((c.name, c.kind, f"{c.chunks_in}/{c.chunks_out}", f"{c.bytes_in / 1e6:.2f}",
                      f"{c.bytes_out / 1e6:.2f}", f"{c.compute_seconds:.3f}",
                      f"{c.wait_input_seconds:.3f}", f"{c.wait_output_seconds:.3f}", _rate(c)))
-    return table(["component", "kind", "chunks in/out", "MB in", "MB out", "compute s",
+    text = table(["component", "kind", "chunks in/out", "MB in", "MB out", "compute s",
                   "wait in s", "wait out s", "MB/s"], rows, right=range(2, 9))
+    groups = dict.fromkeys(c.fused_with for c in stats.components.values() if c.fused_with)
+    for group in groups:
+        text += f"\nfused (one task, one executor call per chunk): {' -> '.join(group)}"
+    return text
 
 
 @dataclasses.dataclass

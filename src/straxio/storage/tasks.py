@@ -42,8 +42,8 @@ async def save_from(cursor: Cursor, writer: Writer, *, offload: Offload, level: 
     With ``target_bytes``, consecutive chunks go into one stored chunk until
     they reach that size (chunks touch at gaps, so joining never splits a
     row); without it, chunks are written as produced. Each chunk is
-    compressed as it arrives (:class:`~straxio.storage.codec.ChunkEncoder`). The caller aborts the writer if this
-    raises or is cancelled.
+    compressed as it arrives (:class:`~straxio.storage.codec.ChunkEncoder`).
+    The caller aborts the writer if this raises or is cancelled.
     """
     encoder: ChunkEncoder | None = None
     index = 0
