@@ -438,13 +438,7 @@ class Chunk:
             else:
                 problem = f"{text} ends after the chunk end {end}"
             raise ChunkError(f"{_where(data_type, run_id)} covering [{start}, {end}): {problem}")
-        self._data_type = data_type
-        self._data_kind = data_kind
-        self._dtype = dtype
-        self._run_id = run_id
-        self._start = start
-        self._end = end
-        self._data = data
+        self._set(data_type, data_kind, dtype, run_id, start, end, data)
 
     def _set(self, data_type, data_kind, dtype, run_id, start, end, data) -> None:
         self._data_type = data_type

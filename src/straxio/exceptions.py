@@ -108,3 +108,12 @@ class DataNotAvailable(StraxioError):
 class KeyLocked(StraxioError):
     """Raised when a second writer tries to write data for a key that another
     writer (this process or another) is writing now."""
+
+
+def leaves(group: BaseExceptionGroup):
+    """The exceptions inside an exception group, nested groups flattened."""
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            yield from leaves(e)
+        else:
+            yield e

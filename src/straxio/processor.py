@@ -52,7 +52,14 @@ from statistics import median
 
 from . import shm
 from .chunk import Chunk, check_continuity
-from .exceptions import PipelineStalled, PlanError, PluginError, RemoteError, StraxioError
+from .exceptions import (
+    PipelineStalled,
+    PlanError,
+    PluginError,
+    RemoteError,
+    StraxioError,
+    leaves,
+)
 from .mailbox import Cursor, Mailbox, MailboxStatistics
 from .plugin import Batch, Plugin, SaveWhen
 from .storage.base import StorageKey, StoredData
@@ -866,8 +873,8 @@ class _Run:
                     first.add_note(f"{_NOTE}at the same time, {where} failed with "
                                    f"{type(other).__name__}: {other}")
             return first
-        leaves = list(_leaves(eg)) if isinstance(eg, BaseExceptionGroup) else [eg]
-        return leaves[0] if leaves else eg
+        found = list(leaves(eg)) if isinstance(eg, BaseExceptionGroup) else [eg]
+        return found[0] if found else eg
 
     def _spawn(self, tg: asyncio.TaskGroup, name: str, fn, *args):
         # The coroutine is made inside the task: a task cancelled before its
@@ -1244,14 +1251,6 @@ class _Run:
             finished=self._finished,
             time_range=self.time_range,
         )
-
-
-def _leaves(eg: BaseExceptionGroup):
-    for e in eg.exceptions:
-        if isinstance(e, BaseExceptionGroup):
-            yield from _leaves(e)
-        else:
-            yield e
 
 
 class ChunkStream:

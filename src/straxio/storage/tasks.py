@@ -13,6 +13,7 @@ import typing as ty
 from collections import deque
 from collections.abc import Callable, Coroutine
 
+from ..exceptions import leaves
 from ..mailbox import Cursor, Mailbox
 from .base import ChunkInfo, StoredData, Writer
 from .codec import ChunkEncoder, decode_chunk
@@ -136,16 +137,8 @@ async def load_into(stored: StoredData, mailbox: Mailbox, *, offload: Offload,
     except BaseExceptionGroup as eg:
         # One failure (seen by the task and by whoever awaited it): raise it
         # as itself, so the caller gets e.g. DataCorrupted, not a group.
-        leaves = list({id(e): e for e in _leaves(eg)}.values())
-        if len(leaves) == 1:
-            raise leaves[0] from None
+        found = list({id(e): e for e in leaves(eg)}.values())
+        if len(found) == 1:
+            raise found[0] from None
         raise
     mailbox.close()
-
-
-def _leaves(eg: BaseExceptionGroup):
-    for e in eg.exceptions:
-        if isinstance(e, BaseExceptionGroup):
-            yield from _leaves(e)
-        else:
-            yield e
