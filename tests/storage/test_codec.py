@@ -212,6 +212,46 @@ def test_streamed_chunks_decode_as_their_concatenation(name, cuts):
     assert encoded.info.file_size == len(encoded.payload)
     back = decode_chunk(stored_for(dtype), encoded.info, encoded.payload)
     assert back.data.tobytes() == rows.tobytes()
+    # One frame per non-empty chunk, listed when there are several.
+    n_frames = sum(j > i for i, j in pieces)
+    assert len(encoded.info.frames) == (n_frames if n_frames > 1 else 0)
+    assert sum(encoded.info.frames) in (0, encoded.info.file_size)
+    assert ChunkInfo.from_json(encoded.info.to_json()) == encoded.info
+
+
+def _three_frames():
+    from straxio.storage.codec import ChunkEncoder
+
+    rows = random_rows(straxio.testing.PEAK_DTYPE, 300, seed=5)
+    encoder = ChunkEncoder(4, 3)
+    for k in range(3):  # ranges [0, 0), [0, 0), [0, 20000): only the whole must be valid
+        encoder.add(straxio.Chunk._trusted(
+            data_type=KEY.data_type, data_kind="peaks", dtype=rows.dtype, run_id=KEY.run_id,
+            start=0, end=20_000 if k == 2 else 0, data=rows[100 * k:100 * (k + 1)]))
+    return rows, encoder.finish()
+
+
+def test_a_damaged_frame_with_a_matching_checksum_is_caught():
+    rows, enc = _three_frames()
+    assert len(enc.info.frames) == 3
+    first, second, _ = enc.info.frames
+    payload = bytearray(enc.payload)
+    end = first + second
+    payload[end - 8:end] = bytes(8)  # frame 2's last block and checksum damaged
+    info = ChunkInfo(**{**enc.info.to_json(), "frames": enc.info.frames,
+                        "checksum": f"crc32:{zlib.crc32(payload):08x}"})
+    assert_corrupted(stored_for(rows.dtype), info, bytes(payload), "zstandard frame")
+
+
+def test_frame_sizes_must_add_up_to_the_file():
+    from straxio.storage.codec import _chunk_info
+
+    _, enc = _three_frames()
+    good = enc.info.to_json()
+    assert _chunk_info(good, 0).frames == enc.info.frames
+    for frames in ([1, 2], [0, *enc.info.frames], ["x"]):
+        with pytest.raises(ValueError, match="frame sizes"):
+            _chunk_info({**good, "frames": frames}, 0)
 
 
 def test_streamed_chunks_must_touch():

@@ -57,13 +57,22 @@ class ChunkInfo:
     filename: str
     file_size: int  # bytes of the compressed file
     checksum: str  # "crc32:xxxxxxxx" of the file's bytes
+    #: compressed size of each zstandard frame when the file holds several
+    #: (one per chunk joined into it, decodable in parallel); () for one
+    frames: tuple[int, ...] = ()
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.frames:
+            d["frames"] = list(self.frames)
+        else:
+            del d["frames"]  # one frame: as before multi-frame files existed
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> ChunkInfo:
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+        fields = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name != "frames"}
+        return cls(**fields, frames=tuple(d.get("frames", ())))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -300,20 +300,19 @@ def encode_chunk(chunk: Chunk, index: int, level: int = DEFAULT_LEVEL) -> Encode
 class ChunkEncoder:
     """Compresses consecutive chunks into one stored chunk as they arrive.
 
-    For rechunking on save: each :meth:`add` compresses one chunk into the
-    same zstandard frame (in the executor, one call at a time), so no joined
-    copy of the rows is ever made and only compressed bytes are held;
-    :meth:`finish` ends the frame. The result decodes exactly as
-    :func:`encode_chunk`'s (one frame; its header has no content size, the
-    metadata has it).
+    For rechunking on save: each :meth:`add` compresses one chunk into a
+    zstandard frame of its own (in the executor), so no joined copy of the
+    rows is ever made and only compressed bytes are held; :meth:`finish`
+    puts the frames one after the other in one payload. A file of several
+    frames is a valid zstandard stream, and its frames can be decoded in
+    parallel (:class:`ChunkInfo` lists their sizes). zstandard's window at
+    the levels used is a few MB, so frames of a chunk each cost next to
+    nothing in ratio.
     """
 
     def __init__(self, index: int, level: int = DEFAULT_LEVEL):
         self.index = int(index)
-        # A compressor of its own: a stream keeps state in its context between
-        # calls, which may run on different threads.
-        self._stream = zstandard.ZstdCompressor(
-            level=level, write_checksum=True).compressobj()
+        self.level = level
         self._pieces: list[bytes] = []
         self._crc = 0
         self.compressed = 0
@@ -323,10 +322,9 @@ class ChunkEncoder:
         self.end: int | None = None
 
     def _keep(self, piece: bytes) -> None:
-        if piece:
-            self._pieces.append(piece)
-            self._crc = zlib.crc32(piece, self._crc)
-            self.compressed += len(piece)
+        self._pieces.append(piece)
+        self._crc = zlib.crc32(piece, self._crc)
+        self.compressed += len(piece)
 
     def add(self, chunk: Chunk) -> None:
         """Compress ``chunk``'s rows (it must start where the previous ended)."""
@@ -335,7 +333,7 @@ class ChunkEncoder:
                              f"{self.end}")
         data = np.ascontiguousarray(chunk.data)
         if data.nbytes:
-            self._keep(self._stream.compress(data.view(np.uint8).data))
+            self._keep(_compressor(self.level).compress(data.view(np.uint8).data))
         self.nbytes += int(data.nbytes)
         self.rows += len(data)
         if self.start is None:
@@ -343,16 +341,18 @@ class ChunkEncoder:
         self.end = chunk.end
 
     def finish(self) -> EncodedChunk:
-        """End the frame; the payload and its :class:`ChunkInfo`."""
+        """The payload (the frames one after the other) and its :class:`ChunkInfo`."""
         if self.start is None or self.end is None:
             raise ValueError("nothing was added to this encoder")
-        self._keep(self._stream.flush())
+        if not self._pieces:
+            self._keep(_compressor(self.level).compress(b""))  # one empty frame
+        frames = tuple(len(p) for p in self._pieces) if len(self._pieces) > 1 else ()
         payload = b"".join(self._pieces)
         self._pieces = []
         info = ChunkInfo(index=self.index, start=self.start, end=self.end, rows=self.rows,
                          nbytes=self.nbytes, filename=chunk_filename(self.index),
                          file_size=len(payload),
-                         checksum=f"crc32:{self._crc & 0xFFFFFFFF:08x}")
+                         checksum=f"crc32:{self._crc & 0xFFFFFFFF:08x}", frames=frames)
         return EncodedChunk(info=info, payload=payload)
 
 
@@ -360,6 +360,87 @@ def recompute_hint(stored: StoredData) -> str:
     """How to get rid of corrupted data, for messages."""
     return (f"delete {stored.location} (or use another store) and run again to "
             "recompute it")
+
+
+def _corrupted(stored: StoredData, info: ChunkInfo, problem: str) -> DataCorrupted:
+    path = stored.store.chunk_path(stored, info)
+    return DataCorrupted(
+        f"stored {stored.key.data_type!r} of run {stored.key.run_id!r} is corrupted: "
+        f"chunk {info.index} ({path}): {problem}; {recompute_hint(stored)}",
+        path=path, chunk_index=info.index)
+
+
+def check_payload(stored: StoredData, info: ChunkInfo,
+                  payload: bytes) -> list[tuple[int, int, int, int]]:
+    """Check a stored chunk's payload against its metadata (size, checksum,
+    rows) and return where its frames are: ``(offset, size, out_offset,
+    out_size)`` per frame, compressed and decompressed.
+
+    Raises
+    ------
+    DataCorrupted
+        As :func:`decode_chunk`.
+    """
+    if len(payload) != info.file_size:
+        raise _corrupted(stored, info, f"the file has {len(payload)} bytes, the metadata says "
+                         f"{info.file_size} (truncated or overwritten)")
+    checksum = format_checksum(payload)
+    if checksum != info.checksum:
+        raise _corrupted(stored, info, f"checksum {checksum} does not match {info.checksum} "
+                         "in the metadata (the file was altered)")
+    itemsize = stored.dtype.itemsize
+    if info.nbytes != info.rows * itemsize:
+        raise _corrupted(stored, info, f"the metadata says {info.rows} rows of {itemsize} "
+                         f"bytes but {info.nbytes} bytes")
+    view = memoryview(payload)
+    frames = []
+    offset = out = 0
+    for size in info.frames or (len(payload),):
+        try:
+            n = zstandard.frame_content_size(view[offset:offset + size])
+        except zstandard.ZstdError as e:
+            raise _corrupted(stored, info, f"not a valid zstandard frame ({e})") from None
+        if n == -1:
+            if info.frames:
+                raise _corrupted(stored, info, "a frame does not say its size")
+            n = info.nbytes  # a single frame written without its size: checked below
+        frames.append((offset, size, out, n))
+        offset += size
+        out += n
+    if out != info.nbytes:
+        what = "frame holds" if len(frames) == 1 else "frames hold"
+        raise _corrupted(stored, info, f"the {what} {out} bytes, the metadata says "
+                         f"{info.nbytes}")
+    return frames
+
+
+def decode_frame_into(stored: StoredData, info: ChunkInfo, payload: bytes,
+                      frame: tuple[int, int, int, int], out: np.ndarray) -> None:
+    """Decompress one frame of a checked payload into its place in ``out``
+    (uint8, ``info.nbytes`` long); frames may be decoded in parallel."""
+    offset, size, out_offset, out_size = frame
+    try:
+        raw = _decompressor().decompress(memoryview(payload)[offset:offset + size],
+                                         max_output_size=out_size)
+    except zstandard.ZstdError as e:
+        raise _corrupted(stored, info, f"not a valid zstandard frame ({e})") from None
+    if len(raw) != out_size:
+        raise _corrupted(stored, info, f"it decompresses to {len(raw)} bytes, the metadata "
+                         f"says {info.nbytes} ({info.rows} rows)")
+    out[out_offset:out_offset + out_size] = np.frombuffer(raw, np.uint8)
+
+
+def chunk_from_bytes(stored: StoredData, info: ChunkInfo, raw) -> Chunk:
+    """The validated chunk over the decompressed bytes ``raw`` (no copy)."""
+    itemsize = stored.dtype.itemsize
+    data = np.frombuffer(raw, dtype=stored.dtype) if itemsize else np.zeros(
+        info.rows, stored.dtype)
+    try:
+        return Chunk(data_type=stored.key.data_type, data_kind=stored.data_kind,
+                     dtype=stored.dtype, run_id=stored.key.run_id,
+                     start=info.start, end=info.end, data=data)
+    except ChunkError as e:
+        raise _corrupted(stored, info, f"the rows are not a valid chunk: {e}") from None
 
 
 def decode_chunk(stored: StoredData, info: ChunkInfo, payload: bytes) -> Chunk:
@@ -387,43 +468,21 @@ def decode_chunk(stored: StoredData, info: ChunkInfo, payload: bytes) -> Chunk:
         themselves do not match the metadata. The message names the file, the
         chunk index and what to delete to recompute.
     """
-    path = stored.store.chunk_path(stored, info)
-
-    def corrupted(problem: str) -> DataCorrupted:
-        return DataCorrupted(
-            f"stored {stored.key.data_type!r} of run {stored.key.run_id!r} is corrupted: "
-            f"chunk {info.index} ({path}): {problem}; {recompute_hint(stored)}",
-            path=path, chunk_index=info.index)
-
-    if len(payload) != info.file_size:
-        raise corrupted(f"the file has {len(payload)} bytes, the metadata says "
-                        f"{info.file_size} (truncated or overwritten)")
-    checksum = format_checksum(payload)
-    if checksum != info.checksum:
-        raise corrupted(f"checksum {checksum} does not match {info.checksum} in the metadata "
-                        "(the file was altered)")
-    itemsize = stored.dtype.itemsize
-    if info.nbytes != info.rows * itemsize:
-        raise corrupted(f"the metadata says {info.rows} rows of {itemsize} bytes but "
-                        f"{info.nbytes} bytes")
-    try:
-        size = zstandard.frame_content_size(payload)
-        if size not in (-1, info.nbytes):
-            raise corrupted(f"the frame holds {size} bytes, the metadata says {info.nbytes}")
-        raw = _decompressor().decompress(payload, max_output_size=info.nbytes)
-    except zstandard.ZstdError as e:
-        raise corrupted(f"not a valid zstandard frame ({e})") from None
-    if len(raw) != info.nbytes:
-        raise corrupted(f"it decompresses to {len(raw)} bytes, the metadata says "
-                        f"{info.nbytes} ({info.rows} rows)")
-    data = np.frombuffer(raw, dtype=stored.dtype) if itemsize else np.zeros(
-        info.rows, stored.dtype)
-    try:
-        return Chunk(data_type=stored.key.data_type, data_kind=stored.data_kind,
-                     dtype=stored.dtype, run_id=stored.key.run_id,
-                     start=info.start, end=info.end, data=data)
-    except ChunkError as e:
-        raise corrupted(f"the rows are not a valid chunk: {e}") from None
+    frames = check_payload(stored, info, payload)
+    if len(frames) == 1:
+        _, _, _, n = frames[0]
+        try:
+            raw = _decompressor().decompress(payload, max_output_size=n)
+        except zstandard.ZstdError as e:
+            raise _corrupted(stored, info, f"not a valid zstandard frame ({e})") from None
+        if len(raw) != info.nbytes:
+            raise _corrupted(stored, info, f"it decompresses to {len(raw)} bytes, the metadata "
+                             f"says {info.nbytes} ({info.rows} rows)")
+        return chunk_from_bytes(stored, info, raw)
+    out = np.empty(info.nbytes, np.uint8)
+    for frame in frames:
+        decode_frame_into(stored, info, payload, frame, out)
+    return chunk_from_bytes(stored, info, out)
 
 
 # --------------------------------------------------------------------------- metadata
@@ -455,6 +514,11 @@ def _chunk_info(d: Any, i: int) -> ChunkInfo:
         raise ValueError(f"{where}: bad checksum {info.checksum!r}")
     if info.rows < 0 or info.nbytes < 0 or info.file_size < 0:
         raise ValueError(f"{where}: negative rows, nbytes or file_size")
+    if info.frames and (not all(isinstance(f, int) and not isinstance(f, bool) and f > 0
+                                for f in info.frames)
+                        or sum(info.frames) != info.file_size):
+        raise ValueError(f"{where}: frame sizes {list(info.frames)} do not add up to the "
+                         f"file size {info.file_size}")
     return info
 
 

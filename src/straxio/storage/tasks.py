@@ -13,10 +13,18 @@ import typing as ty
 from collections import deque
 from collections.abc import Callable, Coroutine
 
+import numpy as np
+
 from ..exceptions import leaves
 from ..mailbox import Cursor, Mailbox
 from .base import ChunkInfo, StoredData, Writer
-from .codec import ChunkEncoder, decode_chunk
+from .codec import (
+    ChunkEncoder,
+    check_payload,
+    chunk_from_bytes,
+    decode_chunk,
+    decode_frame_into,
+)
 
 __all__ = ["Counters", "load_into", "overlapping", "save_from"]
 
@@ -105,11 +113,30 @@ async def load_into(stored: StoredData, mailbox: Mailbox, *, offload: Offload,
     """Read the stored chunks (only those overlapping ``time_range``) into
     ``mailbox``, verifying each one, then close it.
 
-    Up to ``in_flight`` chunks are decoded at once (decompression is
-    single-threaded per chunk); they are published in order. Reading the
-    next file overlaps with decoding the previous ones.
+    Up to ``in_flight`` decompressions run at once: of different files, and
+    of the frames of one file written by rechunking (each chunk joined into
+    a file is a frame of its own). Chunks are published in order; reading
+    the next file overlaps with decoding the previous ones.
     """
     pending: deque[asyncio.Task] = deque()
+    slots = asyncio.Semaphore(max(1, in_flight))
+
+    async def decode(info: ChunkInfo, payload: bytes):
+        async with slots:
+            if not info.frames:
+                return await offload(decode_chunk, stored, info, payload)
+            frames = await offload(check_payload, stored, info, payload)
+        out = np.empty(info.nbytes, np.uint8)
+
+        async def frame(f):
+            async with slots:
+                await offload(decode_frame_into, stored, info, payload, f, out)
+
+        async with asyncio.TaskGroup() as frames_group:
+            for f in frames:
+                frames_group.create_task(frame(f))
+        async with slots:
+            return await offload(chunk_from_bytes, stored, info, out)
 
     async def publish(task: asyncio.Task, payload_size: int):
         chunk = await task
@@ -127,7 +154,7 @@ async def load_into(stored: StoredData, mailbox: Mailbox, *, offload: Offload,
         async with asyncio.TaskGroup() as tg:
             for info in overlapping(stored, time_range):
                 payload = await stored.store.read_chunk(stored, info)
-                pending.append(tg.create_task(offload(decode_chunk, stored, info, payload)))
+                pending.append(tg.create_task(decode(info, payload)))
                 sizes.append(len(payload))
                 del payload
                 if len(pending) >= max(1, in_flight):
@@ -135,10 +162,13 @@ async def load_into(stored: StoredData, mailbox: Mailbox, *, offload: Offload,
             while pending:
                 await publish(pending.popleft(), sizes.popleft())
     except BaseExceptionGroup as eg:
-        # One failure (seen by the task and by whoever awaited it): raise it
-        # as itself, so the caller gets e.g. DataCorrupted, not a group.
+        # Raise the failure as itself (the caller gets e.g. DataCorrupted, not
+        # a group); several at once (frames of one file) come as the first.
         found = list({id(e): e for e in leaves(eg)}.values())
-        if len(found) == 1:
-            raise found[0] from None
+        if found and not any(isinstance(e, asyncio.CancelledError) for e in found):
+            first = found[0]
+            for other in found[1:]:
+                first.add_note(f"straxio: at the same time: {type(other).__name__}: {other}")
+            raise first from None
         raise
     mailbox.close()
