@@ -419,15 +419,26 @@ def decode_frame_into(stored: StoredData, info: ChunkInfo, payload: bytes,
     """Decompress one frame of a checked payload into its place in ``out``
     (uint8, ``info.nbytes`` long); frames may be decoded in parallel."""
     offset, size, out_offset, out_size = frame
+    target = out.data[out_offset:out_offset + out_size]
+    got = 0
     try:
-        raw = _decompressor().decompress(memoryview(payload)[offset:offset + size],
-                                         max_output_size=out_size)
+        # Straight into its place: no intermediate buffer per frame.
+        with _decompressor().stream_reader(memoryview(payload)[offset:offset + size],
+                                           read_across_frames=False) as reader:
+            while got < out_size:
+                n = reader.readinto(target[got:])
+                if not n:
+                    break
+                got += n
+            # Reading on to the frame's end checks its checksum, and that
+            # it holds nothing more.
+            extra = reader.read(1) if got == out_size else b""
     except zstandard.ZstdError as e:
         raise _corrupted(stored, info, f"not a valid zstandard frame ({e})") from None
-    if len(raw) != out_size:
-        raise _corrupted(stored, info, f"it decompresses to {len(raw)} bytes, the metadata "
-                         f"says {info.nbytes} ({info.rows} rows)")
-    out[out_offset:out_offset + out_size] = np.frombuffer(raw, np.uint8)
+    if got != out_size or extra:
+        raise _corrupted(stored, info, f"a frame decompresses to "
+                         f"{'more than ' if extra else ''}{got} bytes, its header says "
+                         f"{out_size}")
 
 
 def chunk_from_bytes(stored: StoredData, info: ChunkInfo, raw) -> Chunk:
