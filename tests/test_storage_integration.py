@@ -234,6 +234,29 @@ def test_corrupt_chunk_raises_data_corrupted_naming_path(tmp_path):
     assert str(folder) in str(info.value) and "recompute" in str(info.value)
 
 
+def test_damaged_frame_of_a_joined_file_raises_data_corrupted_itself(tmp_path):
+    # Rechunking joins chunks into one file of several frames, decoded in
+    # parallel; a damaged frame (crc made to match) fails the load as itself.
+    import zlib
+
+    ctx = ctx_for(tmp_path)
+    ctx.get_array("r1", "peaks")
+    folder = _stored_dir(tmp_path, "peaks")
+    meta = json.loads((folder / "metadata.json").read_text())
+    entry = meta["chunks"][0]
+    assert len(entry.get("frames", ())) > 2, entry
+    victim = folder / entry["filename"]
+    raw = bytearray(victim.read_bytes())
+    end = entry["frames"][0] + entry["frames"][1]
+    raw[end - 8:end] = bytes(8)  # the second frame's last block and checksum
+    victim.write_bytes(bytes(raw))
+    entry["checksum"] = f"crc32:{zlib.crc32(raw):08x}"
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(straxio.DataCorrupted, match="zstandard frame") as info:
+        ctx.get_array("r1", "peaks")
+    assert victim.name in str(info.value) and "recompute" in str(info.value)
+
+
 def test_corrupt_chunk_outside_the_time_range_does_not_stop_the_load(tmp_path, monkeypatch):
     monkeypatch.setattr(toy.Peaks, "rechunk_on_save", False)
     ctx = ctx_for(tmp_path)
