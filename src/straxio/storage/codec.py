@@ -281,20 +281,9 @@ def encode_chunk(chunk: Chunk, index: int, level: int = DEFAULT_LEVEL) -> Encode
     >>> encoded.info.filename
     '000000.zst'
     """
-    data = np.ascontiguousarray(chunk.data)
-    raw = data.view(np.uint8) if data.dtype.itemsize else np.zeros(0, np.uint8)
-    payload = _compressor(level).compress(raw.data)
-    info = ChunkInfo(
-        index=int(index),
-        start=chunk.start,
-        end=chunk.end,
-        rows=len(data),
-        nbytes=int(data.nbytes),
-        filename=chunk_filename(index),
-        file_size=len(payload),
-        checksum=format_checksum(payload),
-    )
-    return EncodedChunk(info=info, payload=payload)
+    encoder = ChunkEncoder(index, level)
+    encoder.add(chunk)
+    return encoder.finish()
 
 
 class ChunkEncoder:
@@ -437,8 +426,8 @@ def decode_frame_into(stored: StoredData, info: ChunkInfo, payload: bytes,
         raise _corrupted(stored, info, f"not a valid zstandard frame ({e})") from None
     if got != out_size or extra:
         raise _corrupted(stored, info, f"a frame decompresses to "
-                         f"{'more than ' if extra else ''}{got} bytes, its header says "
-                         f"{out_size}")
+                         f"{'more than ' if extra else ''}{got} bytes, expected {out_size} "
+                         f"(the metadata says {info.nbytes} bytes, {info.rows} rows)")
 
 
 def chunk_from_bytes(stored: StoredData, info: ChunkInfo, raw) -> Chunk:
@@ -480,16 +469,6 @@ def decode_chunk(stored: StoredData, info: ChunkInfo, payload: bytes) -> Chunk:
         chunk index and what to delete to recompute.
     """
     frames = check_payload(stored, info, payload)
-    if len(frames) == 1:
-        _, _, _, n = frames[0]
-        try:
-            raw = _decompressor().decompress(payload, max_output_size=n)
-        except zstandard.ZstdError as e:
-            raise _corrupted(stored, info, f"not a valid zstandard frame ({e})") from None
-        if len(raw) != info.nbytes:
-            raise _corrupted(stored, info, f"it decompresses to {len(raw)} bytes, the metadata "
-                             f"says {info.nbytes} ({info.rows} rows)")
-        return chunk_from_bytes(stored, info, raw)
     out = np.empty(info.nbytes, np.uint8)
     for frame in frames:
         decode_frame_into(stored, info, payload, frame, out)
