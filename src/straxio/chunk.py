@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,13 +107,23 @@ def _compile_check_rows(time, end_time, start, end):
 
     Compiling on first use rather than at import keeps ``import straxio``
     fast (an explicit signature in ``njit`` would compile at import).
+
+    Compiling, disabling further compilation and swapping the global are one
+    step under a lock: the first chunks of a process are often built by
+    several threads at once (loaders decoding in parallel), and a thread that
+    entered here before the swap must find the kernel ready, not compile it
+    again after compilation was disabled.
     """
     global _check_rows
-    _check_rows_kernel.compile(_CHECK_ROWS_SIGNATURE)
-    _check_rows_kernel.disable_compile()  # other array types convert to the signature
-    _check_rows = _check_rows_kernel
+    with _check_rows_lock:
+        if _check_rows is _compile_check_rows:
+            _check_rows_kernel.compile(_CHECK_ROWS_SIGNATURE)
+            _check_rows_kernel.disable_compile()  # other array types convert to the signature
+            _check_rows = _check_rows_kernel
     return _check_rows_kernel(time, end_time, start, end)
 
+
+_check_rows_lock = threading.Lock()
 
 #: ``_check_rows(time, end_time, start, end) -> (error code, row index)`` of
 #: the first row breaking an invariant.
