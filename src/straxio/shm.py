@@ -20,11 +20,13 @@ Who releases what, on every path:
   mapping after the compute; if the plugin kept a view of an input
   (``close()`` would fail while numpy views exist), the mapping is left to
   the garbage collector. The file is the parent's to unlink.
-- **Output segment**: created by the worker (not tracked), unlinked by the
-  parent as soon as it is mapped, or by the parent's cleanup when the result
-  is never read (a cancelled run), or by the worker itself if writing fails.
+- **Output segment**: created by the worker (not tracked) under a name the
+  parent chose, unlinked by the parent as soon as it is mapped, or by the
+  parent's cleanup when the result is never read (a cancelled run, a worker
+  killed or dead while writing it), or by the worker itself if writing fails.
 
-Segments are named ``straxio-<pid>-<random>``; only Linux-style
+Segments are named ``straxio-<pid>-<random>``, with the parent's pid for
+inputs and outputs alike (the parent names the outputs); only Linux-style
 ``/dev/shm`` is supported (elsewhere the pool pickles, as before).
 """
 
@@ -174,8 +176,13 @@ def adopt_output(packed: Packed):
 def discard_output(packed: Packed) -> None:
     """Unlink a worker's output segment whose values nobody will read."""
     if packed.segment is not None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(SHM_DIR, packed.segment))
+        discard_segment(packed.segment)
+
+
+def discard_segment(name: str) -> None:
+    """Unlink segment ``name`` if it exists (an output nobody adopted)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(SHM_DIR, name))
 
 
 # --------------------------------------------------------------------------- worker side
@@ -201,14 +208,22 @@ def unpack_in_worker(packed: Packed):
             mm.close()
 
 
-def pack_output(value) -> Packed:
-    """In the worker: copy the output arrays into a new segment."""
+def output_name() -> str:
+    """In the parent: a name for the output segment of one call. The parent
+    chooses it, so that it can remove the segment whatever happens to the
+    worker (killed while writing it, say): see :func:`discard_segment`."""
+    return _new_name()
+
+
+def pack_output(value, name: str | None = None) -> Packed:
+    """In the worker: copy the output arrays into a new segment, named
+    ``name`` (from :func:`output_name`) or a name of the worker's own."""
     arrays: list[np.ndarray] = []
     tree = _plan(value, arrays)
     refs, size = _layout(arrays)
     if not size:
         return Packed(None, 0, (tree, refs))
-    name = _new_name()
+    name = name or _new_name()
     path = os.path.join(SHM_DIR, name)
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
