@@ -2,11 +2,18 @@
 
 Async tests take the ``aloop`` fixture: it asserts which loop the test runs
 on, and after the test that no straxio task is left on it.
+
+Leak checks look only at what the test itself made: threads and child
+processes that existed when it started (another test's abandoned kernel
+thread, say) are not its business (:func:`new_straxio_threads`,
+:func:`new_children`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import threading
 
 import pytest
 import pytest_asyncio
@@ -19,6 +26,31 @@ LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 def pytest_asyncio_loop_factories(config, item):
     return LOOPS
+
+
+class _Before:
+    """Threads and child processes alive when the current test started."""
+
+    threads: frozenset[threading.Thread] = frozenset()
+    children: frozenset[multiprocessing.process.BaseProcess] = frozenset()
+
+
+@pytest.fixture(autouse=True)
+def _remember_what_was_there():
+    _Before.threads = frozenset(threading.enumerate())
+    _Before.children = frozenset(multiprocessing.active_children())
+    yield
+
+
+def new_straxio_threads() -> list[threading.Thread]:
+    """straxio's threads (compute and IO pools) started during this test."""
+    return [t for t in threading.enumerate()
+            if t.name.startswith("straxio") and t not in _Before.threads]
+
+
+def new_children() -> list[multiprocessing.process.BaseProcess]:
+    """Child processes started during this test and still alive."""
+    return [p for p in multiprocessing.active_children() if p not in _Before.children]
 
 
 def straxio_tasks() -> list[asyncio.Task]:

@@ -4,8 +4,6 @@ with notes; nothing of the run is left; other runs go on."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import threading
 
 import numpy as np
 import pytest
@@ -13,11 +11,11 @@ import pytest
 import straxio
 from straxio import testing as toy
 
-from .conftest import straxio_tasks
+from .conftest import new_children, new_straxio_threads, straxio_tasks
 
 
 def compute_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("straxio")]
+    return new_straxio_threads()  # of this test: others' are not its business
 
 
 def assert_idle(proc):
@@ -29,7 +27,7 @@ def assert_idle(proc):
 
 def assert_closed():
     assert not compute_threads(), compute_threads()
-    assert not multiprocessing.active_children(), multiprocessing.active_children()
+    assert not new_children(), new_children()
 
 
 STAGES = [

@@ -7,8 +7,6 @@ in-flight work awaited when a run ends early."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -16,6 +14,8 @@ import straxio
 from straxio import Plugin
 from straxio import testing as toy
 from straxio.processor import fusable
+
+from .conftest import new_straxio_threads
 
 REFERENCE = toy.reference()
 CHAIN = ("PeakBasics", "PeakExtra", "PeakSummary")
@@ -27,7 +27,7 @@ def parallel_ctx(**config):
 
 
 def compute_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("straxio")]
+    return new_straxio_threads()  # of this test: others' are not its business
 
 
 def test_which_plugins_may_fuse():

@@ -1,10 +1,16 @@
 """Process-pool computes with arrays in shared memory: same results as the
 thread pool, inputs read-only in the worker, and no segment left behind on
-success, failure or cancel."""
+success, failure or cancel.
+
+The leak checks look only at segments named after this process
+(``shm.leftover_segments()``), so other straxio processes on the machine,
+and their segments coming and going, cannot fail them.
+"""
 
 from __future__ import annotations
 
 import mmap
+import os
 
 import numpy as np
 import pytest
@@ -116,6 +122,7 @@ def test_values_round_trip_through_a_segment():
     rows["endtime"] = rows["time"] + 1
     value = {"peaks": rows, "events": straxio.Contained(rows[2:4], np.array([0, 0]), 1),
              "chunk_i": 3, "empty": rows[:0]}
+    before = shm.leftover_segments()
     segment = shm.pack(value)
     try:
         with shm.unpack_in_worker(segment.packed) as got:
@@ -131,7 +138,7 @@ def test_values_round_trip_through_a_segment():
     back = shm.adopt_output(out)
     np.testing.assert_array_equal(back["a"], rows[::2])
     assert back["a"].flags.writeable
-    assert shm.leftover_segments() == []
+    assert shm.leftover_segments() == before
 
 
 def test_arrays_holding_objects_are_pickled_not_shared():
@@ -143,3 +150,32 @@ def test_arrays_holding_objects_are_pickled_not_shared():
             assert got["rows"] is objects and got["n"] == 2
     finally:
         segment.release()
+
+
+def test_segments_carry_the_pid_of_the_process_that_reads_them():
+    """Inputs and outputs of this process's calls are named after it, so the
+    leak checks above see them and nothing of another process."""
+    rows = np.zeros(4, dtype=[("time", np.int64), ("endtime", np.int64)])
+    mine = f"{shm.PREFIX}{os.getpid()}-"
+    before = shm.leftover_segments()
+    segment = shm.pack({"rows": rows})
+    try:
+        output = shm.output_name()  # what a worker is told to write into
+        assert segment.packed.segment.startswith(mine) and output.startswith(mine)
+        assert shm.leftover_segments() == sorted([*before, segment.packed.segment])
+    finally:
+        segment.release()
+    assert shm.leftover_segments() == before
+
+
+def test_segments_of_other_processes_are_not_counted():
+    other = f"{shm.PREFIX}{os.getppid()}-0000made0by0test"  # as another straxio would name it
+    path = os.path.join(shm.SHM_DIR, other)
+    with open(path, "x"):
+        pass
+    try:
+        assert other not in shm.leftover_segments()
+        assert other in shm.leftover_segments(os.getppid())
+        assert other in shm.leftover_segments(any_process=True)
+    finally:
+        os.unlink(path)

@@ -243,9 +243,16 @@ def pack(value) -> InputSegment:
     return InputSegment(value)
 
 
-def leftover_segments() -> list[str]:
-    """Segments of this machine's straxio processes still in ``/dev/shm``
-    (for tests and diagnostics)."""
+def leftover_segments(pid: int | None = None, *, any_process: bool = False) -> list[str]:
+    """Segments still in ``/dev/shm`` made for straxio process ``pid``
+    (default: this process), for tests and diagnostics.
+
+    A process names every segment of its process-pool calls, its workers'
+    outputs included, after its own pid, so this sees only what that process
+    made, whatever other straxio processes on the machine do.
+    ``any_process=True`` lists the segments of every straxio process.
+    """
     if not AVAILABLE:
         return []
-    return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX))
+    prefix = PREFIX if any_process else f"{PREFIX}{os.getpid() if pid is None else pid}-"
+    return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
