@@ -76,7 +76,8 @@ COMMAND_TIMEOUT = 120
 # --------------------------------------------------------------------------- reading a page
 
 _ITEM = re.compile(
-    r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$"    # a fenced block
+    # a fenced block, maybe indented (in a list item)
+    r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$"
     r"|<!-- setup\n(?P<setup>.*?)-->"                          # hidden set-up code
     r"|<!-- (?:plugin )?file: (?P<file>\S+) -->"               # the next block is a file
     r"|<!-- not run: (?P<skip>.*?)-->",                        # the next block is not run
@@ -115,7 +116,9 @@ def blocks(path: pathlib.Path) -> list[Block]:
             out.append(Block("setup", line, m.group("setup")))
             file = skip = None
             continue
-        block = Block(m.group("lang"), line, m.group("body"), file, skip)
+        indent = m.group("indent")
+        body = "".join(x.removeprefix(indent) for x in m.group("body").splitlines(True))
+        block = Block(m.group("lang"), line, body, file, skip)
         file = skip = None
         if (block.lang == "text" and not between.strip() and out
                 and out[-1].lang == "python" and out[-1].file is None and out[-1].output is None):
