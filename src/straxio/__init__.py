@@ -25,6 +25,7 @@ from .dtypes import (
 from .exceptions import (
     CannotSplit,
     ChunkError,
+    ComputeTimeout,
     ConfigError,
     DataCorrupted,
     DataNotAvailable,
@@ -34,6 +35,7 @@ from .exceptions import (
     PluginError,
     RemoteError,
     StraxioError,
+    WorkerDied,
 )
 from .mailbox import Cursor, Mailbox, MailboxStatistics
 from .plugin import (
@@ -57,6 +59,7 @@ __all__ = [
     "Chunk",
     "ChunkError",
     "ComponentStatistics",
+    "ComputeTimeout",
     "ConfigError",
     "Contained",
     "Context",
@@ -85,6 +88,7 @@ __all__ = [
     "SaveWhen",
     "Selection",
     "StraxioError",
+    "WorkerDied",
     "check_continuity",
     "deterministic_hash",
     "endtime",

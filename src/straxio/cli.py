@@ -75,7 +75,7 @@ from . import __version__
 from .context import Context, Plan, Selection
 from .exceptions import ConfigError, DataNotAvailable, PlanError, PluginError, StraxioError
 from .plugin import Plugin
-from .processor import ComponentStatistics, Processor, RunStatistics
+from .processor import ComponentStatistics, Processor, RunStatistics, abandoned_threads
 from .storage import DirectoryStore, StoredEntry
 
 if ty.TYPE_CHECKING:
@@ -346,43 +346,78 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 T = ty.TypeVar("T")
 
 
+#: Processors the command has open, so that an interruption can say what it
+#: waits for (one command per process: a module-level list is enough).
+_OPEN_PROCESSORS: list[Processor] = []
+#: After the first Ctrl-C, how soon and how often to say what the runs still wait for.
+WAITING_REPORT_AFTER = 0.5
+WAITING_REPORT_EVERY = 5.0
+
+
+def _waiting_for() -> list[str]:
+    """Thread computes still running: a cancelled run waits for them (threads
+    cannot be stopped; process computes are killed at once)."""
+    return [c.where for p in _OPEN_PROCESSORS for c in p.in_flight()
+            if c.pool == "thread" and c.running and not c.abandoned]
+
+
 def run_async(make: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine on a new uvloop event loop, in the way a command line
     should stop: the first SIGINT (Ctrl-C) or SIGTERM cancels it, it cleans up
-    (runs are cancelled, savers abort, pools shut down), and then
-    :class:`Interrupted` is raised with 130 or 143. A second SIGINT raises
-    KeyboardInterrupt at once (asyncio.Runner's own rule)."""
-    terminated = False
+    (runs are cancelled, savers abort, process computes are killed, thread
+    computes are waited for and named on stderr, pools shut down), and then
+    :class:`Interrupted` is raised with 130 or 143. A second SIGINT exits at
+    once with 130, abandoning what still runs (nothing partial is published:
+    temporary folders show as stale in ``straxio ls``)."""
+    how: list[str] = []
 
     async def guarded() -> T:
-        nonlocal terminated
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
 
-        def on_sigterm() -> None:
-            nonlocal terminated
-            terminated = True
-            task.cancel()
+        def report_waiting() -> None:
+            waiting = _waiting_for()
+            if waiting and not task.done():
+                click.echo("straxio: stopping; waiting for computes that threads cannot "
+                           "stop (Ctrl-C again to exit now):\n  " + "\n  ".join(waiting),
+                           err=True)
+                loop.call_later(WAITING_REPORT_EVERY, report_waiting)
 
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        def on_signal(what: str) -> None:
+            if how:
+                if what == "interrupted":
+                    click.echo("straxio: interrupted again: exiting now", err=True)
+                    sys.stderr.flush()
+                    sys.stdout.flush()
+                    os._exit(EXIT_INTERRUPTED)
+                return
+            how.append(what)
+            task.cancel()
+            loop.call_later(WAITING_REPORT_AFTER, report_waiting)
+
+        handled = []
+        for sig, what in ((signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, on_signal, what)
+                handled.append(sig)
         try:
             return await make()
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(signal.SIGTERM)
+            for sig in handled:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
 
     try:
-        # asyncio.Runner turns the first SIGINT into a cancel of this task
-        # and raises KeyboardInterrupt once the task has wound down.
         with asyncio.Runner(loop_factory=_new_loop) as runner:
             return runner.run(guarded())
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a SIGINT the loop's handler did not see
         raise Interrupted(EXIT_INTERRUPTED, "interrupted") from None
     except asyncio.CancelledError:
-        if terminated:
+        if how == ["terminated"]:
             raise Interrupted(EXIT_TERMINATED, "terminated") from None
+        if how == ["interrupted"]:
+            raise Interrupted(EXIT_INTERRUPTED, "interrupted") from None
         raise
 
 
@@ -683,9 +718,13 @@ async def process_runs(ctx: Context, run_ids: Sequence[str], options: RunOptions
                 free_positions.sort()
 
     async with ctx.processor(list(options.targets), **options.processor_options) as proc:
-        async with asyncio.TaskGroup() as tg:
-            for run_id in run_ids:
-                tg.create_task(guarded(proc, run_id), name=f"straxio-cli:run:{run_id}")
+        _OPEN_PROCESSORS.append(proc)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for run_id in run_ids:
+                    tg.create_task(guarded(proc, run_id), name=f"straxio-cli:run:{run_id}")
+        finally:
+            _OPEN_PROCESSORS.remove(proc)
     return [results[r] for r in run_ids]
 
 
@@ -757,8 +796,14 @@ def _targets_or_default(targets: tuple[str, ...], defaults: tuple[str, ...]) -> 
     raise click.UsageError("give --target (the plugins define no DEFAULT_TARGET)")
 
 
-def _processor_options(workers: int | None) -> dict[str, ty.Any]:
-    return {} if workers is None else {"max_workers": workers, "process_workers": workers}
+def _processor_options(workers: int | None,
+                       compute_timeout: float | None = None) -> dict[str, ty.Any]:
+    options: dict[str, ty.Any] = {}
+    if workers is not None:
+        options.update(max_workers=workers, process_workers=workers)
+    if compute_timeout is not None:
+        options["compute_timeout"] = compute_timeout
+    return options
 
 
 def _plan_or_bad_input(ctx: Context, targets: Sequence[str]) -> Plan:
@@ -801,12 +846,16 @@ def cli() -> None:
               help="Only rows in [START, END) seconds from the run's start; saves nothing.")
 @click.option("-j", "--parallel-runs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs processed at once on one processor.")
+@click.option("--compute-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="Fail a run whose compute of one chunk takes longer (for plugins without "
+                   "a compute_timeout of their own) [default: no limit].")
 @_verbose_option
 def run_command(run_ids: tuple[str, ...], targets: tuple[str, ...],
                 plugin_specs: tuple[str, ...], config: tuple[str, ...], storage: str,
                 workers: int | None, progress: bool | None,
                 time_range: tuple[float, float] | None, parallel_runs: int,
-                verbose: int) -> int:
+                compute_timeout: float | None, verbose: int) -> int:
     """Process RUN_IDs to the targets and save what the plugins save.
 
     Prints per run the rows and MB per target, wall time and MB/s, and a
@@ -827,7 +876,7 @@ def run_command(run_ids: tuple[str, ...], targets: tuple[str, ...],
     _plan_or_bad_input(context, chosen)
     options = RunOptions(targets=chosen, seconds_range=time_range,
                          progress=_progress_wanted(progress), parallel_runs=parallel_runs,
-                         processor_options=_processor_options(workers))
+                         processor_options=_processor_options(workers, compute_timeout))
     out = _Output(options.progress)
     results = _interruptible(lambda: process_runs(context, unique, options, out, verbose),
                              storage)
@@ -1160,4 +1209,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")
         return EXIT_FAILED
-    return rv if isinstance(rv, int) else EXIT_OK
+    code = rv if isinstance(rv, int) else EXIT_OK
+    _exit_past_abandoned_threads(code)
+    return code
+
+
+def _exit_past_abandoned_threads(code: int) -> None:
+    """A thread abandoned to a kernel that ran past its compute_timeout still
+    runs, and the interpreter would wait for it at exit: say so and exit now."""
+    stuck = abandoned_threads()
+    if not stuck:
+        return
+    names = ", ".join(t.name for t in stuck)
+    click.echo(f"straxio: exiting without waiting for {len(stuck)} abandoned compute "
+               f"thread(s) still running a kernel past its compute_timeout ({names})",
+               err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

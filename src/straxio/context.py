@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -648,6 +649,88 @@ def _in_running_loop() -> bool:
     return True
 
 
+class _PrivateLoop:
+    """A private event loop in a worker thread, for blocking calls made from
+    inside a running loop (a notebook, or sync code called by a coroutine).
+
+    The caller's thread waits for it; if the caller is interrupted there (a
+    KeyboardInterrupt: Ctrl-C in a notebook) or its task is cancelled (under
+    ``asyncio.run`` the first Ctrl-C only cancels the main task, which then
+    blocks here until the call returns), the private loop's main task is
+    cancelled: the run stops as any cancelled run does (process computes
+    killed, thread computes awaited, nothing partial published), and the
+    interruption is raised once it has.
+    """
+
+    #: how often the waiting caller looks whether its task was cancelled
+    POLL_SECONDS = 0.05
+
+    def __init__(self, main: ty.Callable[[], ty.Awaitable[ty.Any]], name: str):
+        self._main = main
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._started = threading.Event()
+        self._cancel_requested = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name=name)
+
+    def _work(self) -> None:
+        async def main():
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.current_task()
+            self._started.set()
+            if self._cancel_requested:
+                raise asyncio.CancelledError
+            await self._main()
+
+        try:
+            with asyncio.Runner(loop_factory=_new_loop) as runner:
+                runner.run(main())
+        except BaseException as e:
+            self.error = e
+        finally:
+            self._started.set()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def cancel(self) -> None:
+        """Cancel the private loop's main task (from any thread)."""
+        self._cancel_requested = True
+        self._started.wait()
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has finished already
+                loop.call_soon_threadsafe(task.cancel)
+
+    def wait(self, ready: ty.Callable[[float], bool] | None = None) -> None:
+        """Block until the thread ends, or until ``ready(timeout)`` says so;
+        on an interruption of the caller, cancel and wait, then raise it."""
+        outer = _current_task()
+        try:
+            while True:
+                if ready is not None:
+                    if ready(self.POLL_SECONDS):
+                        return
+                else:
+                    self.thread.join(self.POLL_SECONDS)
+                    if not self.thread.is_alive():
+                        return
+                if outer is not None and outer.cancelling():
+                    raise asyncio.CancelledError
+        except BaseException:
+            self.cancel()
+            self.thread.join()
+            raise
+
+
+def _current_task() -> asyncio.Task | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
 def _run_blocking(make_coro):
     # The result comes back through a holder, not as the task's result: on
     # Python 3.11 asyncio.Runner formats the main task with %r when it
@@ -659,26 +742,18 @@ def _run_blocking(make_coro):
         holder["value"] = await make_coro()
 
     if not _in_running_loop():
+        # The first Ctrl-C cancels main() (asyncio.Runner's rule): the run stops
+        # and KeyboardInterrupt is raised once it has.
         with asyncio.Runner(loop_factory=_new_loop) as runner:
             runner.run(main())
         return holder["value"]
     # Inside a running loop (Jupyter): a private loop in a worker thread.
-    result: dict = {}
-
-    def work():
-        try:
-            with asyncio.Runner(loop_factory=_new_loop) as runner:
-                runner.run(main())
-            result["value"] = holder["value"]
-        except BaseException as e:
-            result["error"] = e
-
-    t = threading.Thread(target=work, name="straxio-blocking")
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+    private = _PrivateLoop(main, "straxio-blocking")
+    private.start()
+    private.wait()
+    if private.error is not None:
+        raise private.error
+    return holder["value"]
 
 
 _END = object()
@@ -686,64 +761,57 @@ _END = object()
 
 def _blocking_iter(make_agen):
     """Drive an async generator on a private loop in a worker thread,
-    handing items over one at a time."""
+    handing items over one at a time. Closing the generator (or an
+    interruption while waiting for an item) cancels the run."""
     handoff: queue.Queue = queue.Queue(maxsize=1)
-    loop_ready = threading.Event()
     state: dict = {}
 
     async def pump():
         go = asyncio.Event()
-        state["loop"] = asyncio.get_running_loop()
-        state["go"] = go
-        loop_ready.set()
+        state["loop"], state["go"] = asyncio.get_running_loop(), go
         agen = make_agen()
         try:
             async for item in agen:
                 go.clear()
                 handoff.put(("item", item))
                 await go.wait()  # the reader asks for the next item
-                if state.get("stop"):
-                    break
         except BaseException as e:
             handoff.put(("error", e))
-            return
+            raise
         finally:
             await agen.aclose()
         handoff.put(("end", None))
 
-    def work():
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
-            runner.run(pump())
+    private = _PrivateLoop(pump, "straxio-iter")
+    private.start()
+    received: list = []
 
-    t = threading.Thread(target=work, name="straxio-iter")
-    t.start()
-    loop_ready.wait()
-
-    def ask_next(stop=False):
-        def _go():
-            state["stop"] = stop
-            state["go"].set()
+    def ready(timeout: float) -> bool:
         try:
-            state["loop"].call_soon_threadsafe(_go)
-        except RuntimeError:
-            pass  # loop already finished
+            received.append(handoff.get(timeout=timeout))
+        except queue.Empty:
+            return not private.thread.is_alive()
+        return True
 
     try:
         while True:
-            kind, value = handoff.get()
+            private.wait(ready)
+            if not received:
+                return  # the pump ended without a word (cancelled)
+            kind, value = received.pop()
             if kind == "item":
                 yield value
-                ask_next()
+                with contextlib.suppress(RuntimeError):  # the loop has finished
+                    state["loop"].call_soon_threadsafe(state["go"].set)
             elif kind == "error":
                 raise value
             else:
                 return
     finally:
-        ask_next(stop=True)
-        # Drain so the pump can finish, then wait for the thread.
-        while t.is_alive():
-            try:
-                handoff.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        t.join()
+        if private.thread.is_alive():
+            private.cancel()
+            # Drain so the pump can finish, then wait for the thread.
+            while private.thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    handoff.get(timeout=0.05)
+            private.thread.join()

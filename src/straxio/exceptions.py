@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "CannotSplit",
     "ChunkError",
+    "ComputeTimeout",
     "ConfigError",
     "DataCorrupted",
     "DataNotAvailable",
@@ -22,6 +23,7 @@ __all__ = [
     "PluginError",
     "RemoteError",
     "StraxioError",
+    "WorkerDied",
 ]
 
 
@@ -80,6 +82,31 @@ class RemoteError(StraxioError):
 
     def __reduce__(self):
         return (type(self), (self.type_name, self.message, self.traceback_text))
+
+
+class WorkerDied(StraxioError):
+    """Raised when the process-pool worker computing a chunk ended before it
+    returned (killed, crashed, ``os._exit``). Only the run whose chunk it held
+    fails; the worker is replaced and other runs go on. The message names the
+    plugin, run and chunk, and how the worker ended."""
+
+
+class ComputeTimeout(StraxioError):
+    """Raised when one compute ran longer than its plugin's ``compute_timeout``.
+    A process-pool worker is killed and replaced; a thread cannot be killed, so
+    it is abandoned (reported by name, its pool replaced). The message names
+    the plugin, run and chunk. ``seconds`` is the timeout that was exceeded."""
+
+    def __init__(self, message: str, *, seconds: float | None = None):
+        super().__init__(message)
+        self.seconds = seconds
+
+    def __reduce__(self):
+        return (_rebuild_timeout, (str(self), self.seconds))
+
+
+def _rebuild_timeout(message, seconds):
+    return ComputeTimeout(message, seconds=seconds)
 
 
 class DataCorrupted(StraxioError):

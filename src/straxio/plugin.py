@@ -291,6 +291,12 @@ class Plugin:
         Join consecutive output chunks into files of about
         ``chunk_target_size_mb`` (cutting only where chunks touch, i.e. at
         gaps); False keeps the chunking as produced.
+    compute_timeout : float or None
+        Seconds one compute may take (default None: the processor's
+        ``compute_timeout``, which is None, no limit, unless set). Past it
+        the run fails with :class:`~straxio.exceptions.ComputeTimeout`; a
+        process worker is killed, a thread is abandoned and reported (threads
+        cannot be killed). Such a plugin never runs inline on the loop.
     """
 
     provides: ty.ClassVar[str | tuple[str, ...]] = ()
@@ -308,6 +314,7 @@ class Plugin:
     compression_level: ty.ClassVar[int] = 2  # see docs/storage.md#speed
     rechunk_on_save: ty.ClassVar[bool] = True
     chunk_target_size_mb: ty.ClassVar[float] = 200.0
+    compute_timeout: ty.ClassVar[float | None] = None
 
     # Filled per run by the engine.
     config: dict[str, ty.Any]
@@ -477,7 +484,7 @@ class Plugin:
         ``iter`` generators doing their own CPU work)."""
         if self._runner is None:
             raise PluginError(f"plugin {type(self).__name__} used outside a processor")
-        return await self._runner.call(fn, *args)
+        return await self._runner.call(self, fn, *args)
 
     async def iter(self, batches: AsyncIterator[Batch]) -> AsyncGenerator[ty.Any, None]:
         """The plugin as an async generator over synchronized input batches.

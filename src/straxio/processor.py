@@ -40,12 +40,10 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
-import multiprocessing
 import os
 import pickle
 import threading
 import time
-import traceback
 import typing as ty
 from collections import deque
 from statistics import median
@@ -53,11 +51,13 @@ from statistics import median
 from . import shm
 from .chunk import Chunk, check_continuity
 from .exceptions import (
+    ComputeTimeout,
+    ConfigError,
     PipelineStalled,
     PlanError,
     PluginError,
-    RemoteError,
     StraxioError,
+    WorkerDied,
     leaves,
 )
 from .mailbox import Cursor, Mailbox, MailboxStatistics
@@ -66,16 +66,27 @@ from .storage.base import StorageKey, StoredData
 from .storage.codec import dtype_to_json
 from .storage.tasks import load_into, save_from
 from .sync import Synchronizer
+from .workers import ProcessPool
 
 if ty.TYPE_CHECKING:
     from .context import Plan, PlanNode, Selection
+
+
+def _check_timeout(value, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{what} = {value!r}: give a number of seconds > 0, or None for "
+                          "no limit")
+    return float(value)
 
 
 def _version() -> str:
     from . import __version__
     return __version__
 
-__all__ = ["ComponentStatistics", "Processor", "ProcessorStatistics", "RunStatistics"]
+__all__ = ["AbandonedCompute", "ComponentStatistics", "InFlightCompute", "Processor",
+           "ProcessorStatistics", "RunStatistics"]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +185,36 @@ class RunStatistics:
 
 
 @dataclasses.dataclass(frozen=True)
+class AbandonedCompute:
+    """A thread compute that ran past its ``compute_timeout`` and was left to
+    run on (threads cannot be killed)."""
+
+    #: plugin (or fused plugins), run and chunk
+    where: str
+    #: name of the thread running it
+    thread: str
+    #: the member of a fused group that was running, if known
+    member: str | None
+    timeout: float
+    #: ``time.monotonic()`` when it started
+    started: float
+
+
+@dataclasses.dataclass(frozen=True)
+class InFlightCompute:
+    """A compute handed to a pool and not finished (:meth:`Processor.in_flight`)."""
+
+    #: plugin, run and chunk (or the storage task)
+    where: str
+    #: "thread" or "process"
+    pool: str
+    #: started in a worker (else queued)
+    running: bool
+    #: a thread compute past its timeout, left to run on
+    abandoned: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class ProcessorStatistics:
     """What a processor holds: pools, work in flight, runs."""
 
@@ -183,6 +224,8 @@ class ProcessorStatistics:
     process_jobs_in_flight: int
     active_runs: tuple[str, ...]
     closed: bool
+    #: thread computes abandoned past their timeout (they may still run)
+    abandoned: tuple[AbandonedCompute, ...] = ()
 
 
 class _Counters:
@@ -227,19 +270,41 @@ def _timed_compute(plugin: Plugin, kwargs: dict):
     return result, time.perf_counter() - t0
 
 
-def _worker_init():
-    # Ctrl-C in a terminal reaches the whole process group. The parent owns
-    # cancelling (in-flight computes are awaited, then the pool is shut down);
-    # workers must not die mid-compute with a KeyboardInterrupt of their own.
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _timed_call(fn, args):
     t0 = time.perf_counter()
     result = fn(*args)
     return result, time.perf_counter() - t0
+
+
+class _Clock:
+    """When and on which thread a thread-pool compute with a timeout started,
+    and (fused groups) which member runs: written by the worker thread, read
+    by the loop when the timeout may have passed."""
+
+    __slots__ = ("member", "started", "thread")
+
+    def __init__(self):
+        self.started: float | None = None
+        self.thread: threading.Thread | None = None
+        self.member: str | None = None
+
+
+def _clocked(clock: _Clock, fn, *args):
+    clock.thread = threading.current_thread()
+    clock.started = time.monotonic()
+    return fn(*args)
+
+
+# Threads abandoned to computes past their timeout, in this process.
+_ABANDONED_THREADS: list[threading.Thread] = []
+
+
+def abandoned_threads() -> list[threading.Thread]:
+    """Threads abandoned to computes that ran past their ``compute_timeout``
+    and are still running (the interpreter waits for them at exit; the CLI
+    exits without waiting)."""
+    _ABANDONED_THREADS[:] = [t for t in _ABANDONED_THREADS if t.is_alive()]
+    return list(_ABANDONED_THREADS)
 
 
 # Per worker process: configured plugin instances, keyed by what configures them.
@@ -257,35 +322,21 @@ def _worker_plugin(cls: type[Plugin], bind: dict) -> Plugin:
     return plugin
 
 
-def _remote_call(plugin: Plugin, kwargs: dict):
-    t0 = time.perf_counter()
-    try:
-        result = plugin.compute(**kwargs)
-    except BaseException as e:
-        try:
-            pickle.loads(pickle.dumps(e))
-        except Exception:
-            tb = "".join(traceback.format_exception(e))
-            raise RemoteError(f"{type(e).__module__}.{type(e).__qualname__}", str(e),
-                              tb) from None
-        raise
-    return result, time.perf_counter() - t0
-
-
 def _remote_compute(cls: type[Plugin], bind: dict, kwargs: dict):
     """Runs in a process-pool worker: only the plugin class (by reference),
     its options and the input arrays (pickled) crossed the boundary."""
-    return _remote_call(_worker_plugin(cls, bind), kwargs)
+    return _timed_compute(_worker_plugin(cls, bind), kwargs)
 
 
-def _remote_compute_shm(cls: type[Plugin], bind: dict, packed: shm.Packed):
+def _remote_compute_shm(cls: type[Plugin], bind: dict, packed: shm.Packed, out_name: str):
     """As :func:`_remote_compute`, with the arrays in shared memory both ways
-    (see :mod:`straxio.shm`)."""
+    (see :mod:`straxio.shm`); the output segment gets the name the parent
+    chose, so the parent can remove it whatever happens to this worker."""
     plugin = _worker_plugin(cls, bind)
     with shm.unpack_in_worker(packed) as kwargs:
-        result, seconds = _remote_call(plugin, kwargs)
+        result, seconds = _timed_compute(plugin, kwargs)
         del kwargs
-        out = shm.pack_output(result)
+        out = shm.pack_output(result, out_name)
         del result
     return out, seconds
 
@@ -316,7 +367,7 @@ class _Group:
 
 
 def _compute_group(members: list[tuple[Plugin, tuple[str, ...], tuple[tuple[str, int], ...]]],
-                   batch: Batch, describe):
+                   batch: Batch, describe, clock: _Clock | None = None):
     """Run every member of a fused group on one batch (in an executor thread,
     or inline).
 
@@ -332,6 +383,8 @@ def _compute_group(members: list[tuple[Plugin, tuple[str, ...], tuple[tuple[str,
     seconds: list[float] = []
     sizes: list[tuple[int, int, int, int]] = []
     for plugin, depends_on, drop_after in members:
+        if clock is not None:
+            clock.member = type(plugin).__name__
         b = Batch(batch.run_id, batch.chunk_i, batch.start, batch.end,
                   {d: chunks[d] for d in depends_on})
         try:
@@ -359,27 +412,90 @@ def _compute_group(members: list[tuple[Plugin, tuple[str, ...], tuple[tuple[str,
     return outputs, seconds, sizes
 
 
-class _Job:
-    """One compute submitted to a pool, awaited or settled by its owner."""
+def _retrieve(fut: asyncio.Future) -> None:
+    # A job's outcome may be left unread (an abandoned or settled job): read
+    # it here so asyncio never logs "Future exception was never retrieved".
+    if not fut.cancelled():
+        fut.exception()
 
-    def __init__(self, cf: concurrent.futures.Future):
+
+class _Job:
+    """One compute submitted to a pool, awaited or settled by its owner.
+
+    ``where()`` says what it computes (plugin, run, chunk) for messages and
+    for :meth:`Processor.in_flight`. A thread job with a ``timeout`` carries
+    the :class:`_Clock` its thread starts; one that runs past it is abandoned
+    (see :meth:`Processor._abandon`). Process jobs carry ``kill``, which stops
+    their worker at once when the job is settled unfinished.
+    """
+
+    __slots__ = ("abandoned", "cf", "clock", "fut", "kill", "pool", "processor", "timeout",
+                 "where")
+
+    def __init__(self, cf: concurrent.futures.Future, processor: Processor,
+                 where: ty.Callable[[], str], *, pool: str = "thread",
+                 timeout: float | None = None, clock: _Clock | None = None,
+                 kill: ty.Callable[[concurrent.futures.Future], None] | None = None):
         self.cf = cf
         self.fut = asyncio.wrap_future(cf)
+        self.fut.add_done_callback(self._done)
+        self.processor = processor
+        self.where = where
+        self.pool = pool
+        self.timeout = timeout
+        self.clock = clock
+        self.kill = kill
+        self.abandoned = False
+        processor._jobs[self] = None
+
+    def _done(self, fut: asyncio.Future) -> None:
+        _retrieve(fut)
+        self.processor._jobs.pop(self, None)
 
     async def result(self):
         try:
-            return await self.fut
+            if self.clock is None:
+                return await self.fut
+            return await self._result_within_timeout()
         except asyncio.CancelledError:
             await self.settle()
             raise
+        except (WorkerDied, ComputeTimeout) as e:
+            # The pool says what happened to the worker; say what it computed.
+            raise type(e)(f"{self.where()}: {e}") from None
+
+    async def _result_within_timeout(self):
+        clock, timeout = self.clock, self.timeout
+        assert clock is not None and timeout is not None
+        while True:
+            started = clock.started
+            remaining = timeout if started is None else timeout - (time.monotonic() - started)
+            if remaining > 0:
+                await asyncio.wait([self.fut], timeout=remaining)
+                if self.fut.done():
+                    return self.fut.result()
+                continue
+            self.abandoned = True
+            self.processor._abandon(self)
+            member = f" (in {clock.member})" if clock.member else ""
+            thread = clock.thread.name if clock.thread is not None else "?"
+            raise ComputeTimeout(
+                f"{self.where()}{member}: the compute ran longer than its compute_timeout "
+                f"of {timeout:g} s. A thread cannot be killed: thread {thread} was "
+                "abandoned to it (it goes on in the background, holding its inputs) and "
+                "the processor replaced its thread pool", seconds=timeout)
 
     async def settle(self):
-        """Cancel if not started; otherwise wait for the kernel to finish (it
-        still uses its inputs and a worker). Cancellation while waiting is
-        held back until the kernel is done, bounded by one chunk's compute."""
+        """Cancel if not started; a process compute is killed at once; a
+        thread compute is waited for (it still uses its inputs and a
+        worker), and cancellation while waiting is held back until it is
+        done, bounded by one chunk's compute. An abandoned compute is not
+        waited for."""
         cf = self.cf
-        if cf.done() or cf.cancel():
+        if self.abandoned or cf.done() or cf.cancel():
             return
+        if self.kill is not None:
+            self.kill(cf)
         loop = asyncio.get_running_loop()
         done = loop.create_future()
 
@@ -399,31 +515,39 @@ class _Job:
 
 class _ShmJob(_Job):
     """A process-pool compute whose arrays travel through shared memory: the
-    input segment is released, and an output nobody reads discarded, on every
-    path (result, exception, cancel after the kernel finished)."""
+    input segment is released, and the output segment removed unless it was
+    adopted, on every path (result, exception, cancel, a killed worker)."""
 
-    def __init__(self, cf: concurrent.futures.Future, segment: shm.InputSegment):
-        super().__init__(cf)
+    __slots__ = ("adopted", "out_name", "segment")
+
+    def __init__(self, cf: concurrent.futures.Future, processor: Processor,
+                 where: ty.Callable[[], str], segment: shm.InputSegment, out_name: str,
+                 **kwargs: ty.Any):
+        super().__init__(cf, processor, where, pool="process", **kwargs)
         self.segment = segment
+        self.out_name = out_name
         self.adopted = False
 
     async def result(self):
         try:
             packed, seconds = await super().result()
+            value = shm.adopt_output(packed)
             self.adopted = True
         finally:
-            self.segment.release()
-        return shm.adopt_output(packed), seconds
+            self._release()
+        return value, seconds
 
     async def settle(self):
         try:
             await super().settle()
         finally:
-            cf = self.cf
-            if (not self.adopted and cf.done() and not cf.cancelled()
-                    and cf.exception() is None):
-                shm.discard_output(cf.result()[0])
-            self.segment.release()
+            if self.cf.done():
+                self._release()
+
+    def _release(self) -> None:
+        self.segment.release()
+        if not self.adopted:
+            shm.discard_segment(self.out_name)
 
 
 class _ComputeRunner:
@@ -433,15 +557,21 @@ class _ComputeRunner:
         self.run = run
         self.counters = counters
 
-    def _describe(self, plugin: Plugin, batch: Batch) -> str:
-        return (f"in plugin {type(plugin).__name__} computing "
+    @staticmethod
+    def _where(plugin: Plugin, batch: Batch) -> str:
+        return (f"plugin {type(plugin).__name__} computing "
                 f"{', '.join(plugin.provides_tuple())} for run {batch.run_id!r}, "
                 f"chunk {batch.chunk_i} [{batch.start}, {batch.end})")
+
+    def _describe(self, plugin: Plugin, batch: Batch) -> str:
+        return "in " + self._where(plugin, batch)
 
     def _should_inline(self, plugin: Plugin) -> bool:
         mode = plugin.compute_inline
         if plugin.pool == "process" or plugin.parallel:
             return False
+        if self.run.processor.timeout_for(type(plugin)) is not None:
+            return False  # a timeout can only be kept off the loop
         if mode is True:
             return True
         if mode is False:
@@ -467,8 +597,8 @@ class _ComputeRunner:
             if len(c.recent) == INLINE_PROBES:
                 c.inline = median(c.recent) < threshold
 
-    def submit(self, plugin: Plugin, kwargs: dict) -> _Job:
-        return self.run.submit(plugin, kwargs)
+    def submit(self, plugin: Plugin, kwargs: dict, batch: Batch) -> _Job:
+        return self.run.submit(plugin, kwargs, lambda: self._where(plugin, batch))
 
     async def compute(self, plugin: Plugin, kwargs: dict, batch: Batch):
         try:
@@ -476,7 +606,7 @@ class _ComputeRunner:
                 result, seconds = _timed_compute(plugin, kwargs)
                 self._record(seconds, True)
                 return result
-            job = self.submit(plugin, kwargs)
+            job = self.submit(plugin, kwargs, batch)
             result, seconds = await job.result()
             self._record(seconds, False)
             return result
@@ -484,8 +614,15 @@ class _ComputeRunner:
             _note_once(e, self._describe(plugin, batch))
             raise
 
-    async def call(self, fn, *args):
-        job = _Job(self.run.processor._submit_thread(self.run, _timed_call, fn, args))
+    async def call(self, plugin: Plugin, fn, *args):
+        run = self.run
+
+        def where() -> str:
+            return (f"plugin {type(plugin).__name__} running "
+                    f"{getattr(fn, '__qualname__', fn)!s} for run {run.run_id!r}")
+
+        job = run.processor._thread_job(run, where, _timed_call, fn, args,
+                                        timeout=run.processor.timeout_for(type(plugin)))
         result, seconds = await job.result()
         self._record(seconds, False)
         return result
@@ -781,23 +918,13 @@ class _Run:
 
     # --------------------------------------------------------------- executing
 
-    def submit(self, plugin: Plugin, kwargs: dict) -> _Job:
+    def submit(self, plugin: Plugin, kwargs: dict, where: ty.Callable[[], str]) -> _Job:
         p = self.processor
+        timeout = p.timeout_for(type(plugin))
         if plugin.pool == "process":
-            if p.shared_memory:
-                segment = shm.pack(kwargs)
-                try:
-                    cf = p._submit_process(self, _remote_compute_shm, type(plugin),
-                                           plugin._bind_args, segment.packed)
-                except BaseException:
-                    segment.release()
-                    raise
-                return _ShmJob(cf, segment)
-            cf = p._submit_process(self, _remote_compute, type(plugin), plugin._bind_args,
-                                   kwargs)
-        else:
-            cf = p._submit_thread(self, _timed_compute, plugin, kwargs)
-        return _Job(cf)
+            return p._process_job(self, where, type(plugin), plugin._bind_args, kwargs,
+                                  timeout=timeout)
+        return p._thread_job(self, where, _timed_compute, plugin, kwargs, timeout=timeout)
 
     async def execute(self) -> RunStatistics:
         """Run every task of this run; raise the first failure itself.
@@ -1011,6 +1138,13 @@ class _Run:
         never_inline = False in modes
         always_inline = modes == {True}
         limit = min(plugin.max_in_flight or p.max_workers for plugin, _, _ in members)
+        # A group's call runs every member: it may take as long as all of
+        # theirs together, and has no limit if one member has none.
+        timeouts = [p.timeout_for(type(plugin)) for plugin, _, _ in members]
+        timeout = None if None in timeouts else sum(ty.cast("list[float]", timeouts))
+        if any(t is not None for t in timeouts):
+            never_inline = True  # a timeout can only be kept off the loop
+            always_inline = False
         recent: deque[float] = deque(maxlen=INLINE_PROBES)
         inline = always_inline
         # Each member of a fused group would have paid a handoff of its own:
@@ -1066,7 +1200,7 @@ class _Run:
                         recent.clear()
                     await publish(outputs, batch.end)
                     continue
-                job = _Job(p._submit_thread(self, _compute_group, members, batch, describe))
+                job = self._group_job(group, members, batch, describe, timeout)
                 pending.append((job, batch.end))
                 if len(pending) >= limit:
                     await finish(*pending.popleft())
@@ -1095,6 +1229,16 @@ class _Run:
                         "cover the inputs' range (flush held rows when the inputs end)")
             self.mailboxes[dt].close()
 
+    def _group_job(self, group: _Group, members, batch: Batch, describe,
+                   timeout: float | None) -> _Job:
+        def where() -> str:
+            return (f"fused plugins {', '.join(group.members)} for run {self.run_id!r}, "
+                    f"chunk {batch.chunk_i} [{batch.start}, {batch.end})")
+
+        clock = _Clock() if timeout is not None else None
+        return self.processor._thread_job(self, where, _compute_group, members, batch,
+                                          describe, clock, timeout=timeout, clock=clock)
+
     async def _parallel(self, plugin: Plugin, batches, counters: _Counters):
         """Several computes in flight; results yielded in chunk order."""
         runner: _ComputeRunner = plugin._runner
@@ -1113,7 +1257,7 @@ class _Run:
         try:
             async for batch in batches:
                 kwargs = plugin.compute_kwargs(batch)
-                pending.append((batch, kwargs, runner.submit(plugin, kwargs)))
+                pending.append((batch, kwargs, runner.submit(plugin, kwargs, batch)))
                 if len(pending) >= limit:
                     yield await finish(*pending.popleft())
             while pending:
@@ -1125,22 +1269,24 @@ class _Run:
                 _, _, job = pending.popleft()
                 await job.settle()
 
-    async def offload(self, fn, *args):
-        """Run ``fn(*args)`` on the processor's thread pool, counted as executor
-        work of this run (so the stall monitor sees it)."""
-        return await _Job(self.processor._submit_thread(self, fn, *args)).result()
-
     async def offload_io(self, fn, *args):
         """Run blocking IO (fsync, rename, locks) on the processor's IO threads,
         so a slow disk never holds a compute thread; counted as executor work."""
-        return await _Job(self.processor._submit_thread(self, fn, *args, io=True)).result()
+        def where() -> str:
+            return f"storage IO {getattr(fn, '__qualname__', fn)!s} for run {self.run_id!r}"
+
+        return await self.processor._thread_job(self, where, fn, *args, io=True).result()
 
     def _offload_for(self, name: str):
-        """``offload`` that also counts the call and its time for component ``name``."""
+        """An ``offload(fn, *args)`` for storage task ``name`` (a loader or a
+        saver): runs on the compute threads, counted as its calls and time."""
         counters = self.counters[name]
 
+        def where() -> str:
+            return f"{name} for run {self.run_id!r}"
+
         async def offload(fn, *args):
-            job = _Job(self.processor._submit_thread(self, _timed_call, fn, args))
+            job = self.processor._thread_job(self, where, _timed_call, fn, args)
             result, seconds = await job.result()
             counters.compute_calls += 1
             counters.compute_seconds += seconds
@@ -1324,6 +1470,13 @@ class Processor:
         Send arrays to and from process-pool workers through shared memory
         (``/dev/shm``; see :mod:`straxio.shm`) instead of pickles; default:
         when available.
+    compute_timeout
+        Seconds one compute may take, for plugins that set no
+        ``compute_timeout`` of their own (default None: no limit). Past it the
+        run fails with :class:`~straxio.exceptions.ComputeTimeout`: a process
+        worker is killed and replaced; a thread cannot be killed, so it is
+        abandoned (see :attr:`ProcessorStatistics.abandoned`) and the thread
+        pool replaced, and neither :meth:`aclose` nor other runs wait for it.
 
     Example
     -------
@@ -1338,7 +1491,8 @@ class Processor:
                  process_workers: int | None = None, max_chunks: int = 4,
                  max_bytes: int = 512 * 2**20, relax_bounds: bool = True,
                  mp_context: str = "spawn", inline_below_seconds: float = INLINE_BELOW_SECONDS,
-                 fuse: bool = True, shared_memory: bool | None = None):
+                 fuse: bool = True, shared_memory: bool | None = None,
+                 compute_timeout: float | None = None):
         self.context = context
         self.targets = tuple([targets] if isinstance(targets, str) else targets)
         if not self.targets:
@@ -1355,10 +1509,14 @@ class Processor:
         if self.shared_memory and not shm.AVAILABLE:
             raise StraxioError(f"shared memory needs a writable {shm.SHM_DIR}; pass "
                                "shared_memory=False to pickle arrays to process workers")
+        self.compute_timeout = _check_timeout(compute_timeout, "Processor(compute_timeout=...)")
         self._plans: dict[tuple[str, ...], Plan] = {}
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._io: concurrent.futures.ThreadPoolExecutor | None = None
-        self._processes: concurrent.futures.ProcessPoolExecutor | None = None
+        self._processes: ProcessPool | None = None
+        #: computes submitted and not finished, for in_flight()
+        self._jobs: dict[_Job, None] = {}
+        self._abandoned: list[AbandonedCompute] = []
         self._runs: set[_Run] = set()
         self._lock = threading.Lock()
         self._thread_jobs = 0
@@ -1398,6 +1556,8 @@ class Processor:
             # compute once stopped. Wait for the last to say so.
             self._idle.clear()
             await self._idle.wait()
+        # Pools replaced after a thread was abandoned were shut down without
+        # waiting then; these are the current ones, with nothing in flight.
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
         if self._io is not None:
@@ -1408,7 +1568,11 @@ class Processor:
     def plan(self, targets) -> Plan:
         key = tuple([targets] if isinstance(targets, str) else targets)
         if key not in self._plans:
-            self._plans[key] = self.context.plan(key)
+            plan = self.context.plan(key)
+            for node in plan.nodes.values():
+                _check_timeout(node.plugin_class.compute_timeout,
+                               f"plugin {node.name}: compute_timeout")
+            self._plans[key] = plan
         return self._plans[key]
 
     # --------------------------------------------------------------- executors
@@ -1447,19 +1611,96 @@ class Processor:
         cf.add_done_callback(self._count_done(run, "thread"))
         return cf
 
-    def _submit_process(self, run: _Run, fn, *args) -> concurrent.futures.Future:
+    def _submit_process(self, run: _Run, fn, *args,
+                        timeout: float | None = None) -> concurrent.futures.Future:
         self._check_open()
         if self._processes is None:
-            self._processes = concurrent.futures.ProcessPoolExecutor(
-                self.process_workers, mp_context=multiprocessing.get_context(self.mp_context),
-                initializer=_worker_init)
+            self._processes = ProcessPool(self.process_workers, mp_context=self.mp_context)
         with self._lock:
             self._process_jobs += 1
         if run.monitor is not None:
             run.monitor.job_started()
-        cf = self._processes.submit(fn, *args)
+        cf = self._processes.submit(fn, *args, timeout=timeout)
         cf.add_done_callback(self._count_done(run, "process"))
         return cf
+
+    def timeout_for(self, cls: type[Plugin]) -> float | None:
+        """The compute timeout of plugin class ``cls`` (its own, else the processor's)."""
+        own = cls.compute_timeout
+        return self.compute_timeout if own is None else own
+
+    def _thread_job(self, run: _Run, where: ty.Callable[[], str], fn, *args,
+                    timeout: float | None = None, clock: _Clock | None = None,
+                    io: bool = False) -> _Job:
+        """Submit ``fn(*args)`` to the compute (or IO) threads. With a
+        timeout, the thread starts a clock first (``clock`` if the function
+        also reads it, as a fused group does)."""
+        if timeout is not None:
+            clock = clock or _Clock()
+            fn, args = _clocked, (clock, fn, *args)
+        else:
+            clock = None
+        cf = self._submit_thread(run, fn, *args, io=io)
+        return _Job(cf, self, where, timeout=timeout, clock=clock)
+
+    def _process_job(self, run: _Run, where: ty.Callable[[], str], cls: type[Plugin],
+                     bind: dict, kwargs: dict, *, timeout: float | None) -> _Job:
+        """Submit one compute of ``cls`` to the process pool (the pool kills a
+        worker past ``timeout``; a settled job kills its worker at once)."""
+        if not self.shared_memory:
+            cf = self._submit_process(run, _remote_compute, cls, bind, kwargs, timeout=timeout)
+            return _Job(cf, self, where, pool="process", kill=self._kill_process_job)
+        segment = shm.pack(kwargs)
+        out_name = shm.output_name()
+        try:
+            cf = self._submit_process(run, _remote_compute_shm, cls, bind, segment.packed,
+                                      out_name, timeout=timeout)
+        except BaseException:
+            segment.release()
+            raise
+        return _ShmJob(cf, self, where, segment, out_name, kill=self._kill_process_job)
+
+    def _kill_process_job(self, cf: concurrent.futures.Future) -> None:
+        if self._processes is not None:
+            self._processes.kill(cf, "its run was cancelled or failed")
+
+    def _abandon(self, job: _Job) -> None:
+        """A thread compute ran past its timeout: threads cannot be killed, so
+        the thread is left to it, reported, and the thread pool replaced (the
+        old one shut down without waiting) so that later computes, other runs
+        and :meth:`aclose` do not wait for it. Computes already queued on the
+        old pool still run on its other threads."""
+        clock = job.clock
+        assert clock is not None
+        record = AbandonedCompute(where=job.where(),
+                                  thread=clock.thread.name if clock.thread else "?",
+                                  member=clock.member, timeout=job.timeout or 0.0,
+                                  started=clock.started or time.monotonic())
+        self._abandoned.append(record)
+        if clock.thread is not None:
+            _ABANDONED_THREADS.append(clock.thread)
+        log.warning("%s: abandoned thread %s to a compute that ran past its compute_timeout "
+                    "of %g s; it goes on in the background (threads cannot be killed), and "
+                    "the interpreter waits for it at exit", record.where, record.thread,
+                    record.timeout)
+        old = self._threads
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            self.max_workers, thread_name_prefix="straxio-compute")
+        if old is not None:
+            old.shutdown(wait=False)
+
+    def in_flight(self) -> list[InFlightCompute]:
+        """Computes handed to a pool and not finished, oldest first: what a
+        cancelled run still waits for (threads cannot be stopped) or what an
+        abandoned thread still runs."""
+        out = []
+        for job in self._jobs:
+            cf = job.cf
+            if cf.done():
+                continue
+            out.append(InFlightCompute(where=job.where(), pool=job.pool,
+                                       running=cf.running(), abandoned=job.abandoned))
+        return out
 
     # --------------------------------------------------------------- runs
 
@@ -1546,4 +1787,5 @@ class Processor:
                 process_jobs_in_flight=self._process_jobs,
                 active_runs=tuple(r.run_id for r in self._runs),
                 closed=self._closed,
+                abandoned=tuple(self._abandoned),
             )
