@@ -834,20 +834,23 @@ def _require_sorted(x: np.ndarray, what: str) -> np.ndarray:
 def sort_by_time(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` sorted by time, as a new array.
 
-    Ties in time are broken by end time, then by original order (the sort is
-    stable).
+    As strax's ``sort_by_time``: ties in time are broken by ``channel`` when
+    ``x`` has that field, then by original order (the sort is stable).
 
     Parameters
     ----------
     x : numpy.ndarray
-        Structured array with ``time`` and ``endtime`` (or ``length``/``dt``).
+        Structured array with a ``time`` field.
 
     Returns
     -------
     numpy.ndarray
         A sorted copy.
     """
-    order = np.lexsort((endtime(x), x["time"]))
+    if "channel" in (x.dtype.names or ()):
+        order = np.lexsort((x["channel"], x["time"]))
+    else:
+        order = np.argsort(x["time"], kind="stable")
     return x[order]
 
 

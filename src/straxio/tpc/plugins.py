@@ -228,7 +228,9 @@ class Hits(Plugin):
     """Threshold crossings: samples more than ``hit_threshold`` ADC above the
     baseline. Area in PE, integrated a few samples around the crossing."""
 
-    __version__ = "0.1.0"
+    # 0.2.0: hits at the same time are ordered by channel (sort_by_time as
+    # strax's), no longer by end time.
+    __version__ = "0.2.0"
     depends_on = "records"
     provides = "hits"
     data_kind = "hits"
