@@ -4,8 +4,9 @@ Every measurement runs in a fresh worker process (``python bench_x.py
 --worker ...``) that prints one JSON line prefixed with :data:`MARK`; the
 parent alternates frameworks A B A B, collects, and prints medians. Workers
 of straxio run under ``sys.executable``, workers of strax under the Python
-given by ``--strax-python`` (default ``/work/venv-strax/bin/python`` when it
-can import strax).
+given by ``--strax-python``, by default that of ``benchmarks/.venv-strax``:
+a virtual environment with strax (:data:`STRAX_VERSION`) and this checkout
+of straxio, which :func:`strax_python` creates when it is missing.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
 RESULTS = HERE / "results"
 MARK = "@@BENCH@@ "
-DEFAULT_STRAX_PYTHON = "/work/venv-strax/bin/python"
+#: The strax that straxio is compared with.
+STRAX_VERSION = "2.2.3"
+#: Where the comparison environment lives (ignored by git).
+STRAX_VENV = HERE / ".venv-strax"
 #: raw-record MB per second of run time in straxio.tpc's simulation (0.28 MB / 20 ms)
 MB_PER_S_OF_RUN = 14.0
 
@@ -79,18 +84,75 @@ def dir_bytes(path) -> int:
 
 # --------------------------------------------------------------------------- in the parent
 
-def strax_python(requested: str | None) -> tuple[str | None, str]:
-    """The Python to run strax workers with, or None and why not."""
-    candidate = requested or DEFAULT_STRAX_PYTHON
-    if not os.path.exists(candidate):
-        return None, f"{candidate} not found: strax rows skipped"
-    probe = subprocess.run([candidate, "-c", "import strax, straxio.tpc; print(strax.__version__)"],
-                           capture_output=True, text=True)
-    if probe.returncode:
-        return None, (f"{candidate} cannot import strax and straxio.tpc "
-                      f"({probe.stderr.strip().splitlines()[-1:]}): strax rows skipped; "
-                      f"`{candidate} -m pip install -e .` may help")
-    return candidate, f"strax {probe.stdout.strip()} ({candidate})"
+def _shown(path: str | os.PathLike) -> str:
+    """A path as printed: relative to the repository when inside it."""
+    p = pathlib.Path(path).absolute()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def venv_python(venv: pathlib.Path) -> pathlib.Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+_PROBE = ("import os, strax, straxio.tpc; "
+          "print(strax.__version__, os.path.dirname(os.path.dirname(straxio.__file__)))")
+
+
+def _probe(python: str) -> tuple[str | None, str]:
+    """(strax version, folder straxio is imported from), or (None, why not)."""
+    p = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True)
+    if p.returncode:
+        return None, (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+    version, src = p.stdout.split(maxsplit=1)
+    return version, src.strip()
+
+
+def make_strax_env(venv: pathlib.Path = STRAX_VENV, log=print) -> pathlib.Path:
+    """Create (or repair) ``venv`` with strax :data:`STRAX_VERSION` and this
+    checkout of straxio (editable), so strax workers import the same
+    ``straxio.tpc`` kernels; returns its Python. Needs the package index."""
+    python = venv_python(venv)
+    if python.exists():
+        version, src = _probe(str(python))
+        if version == STRAX_VERSION and pathlib.Path(src).resolve() == (ROOT / "src").resolve():
+            return python
+    t0 = time.perf_counter()
+    log(f"  setting up {_shown(venv)}: strax {STRAX_VERSION} and this straxio "
+        "(once; a few minutes)")
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"strax=={STRAX_VERSION}",
+                    "-e", str(ROOT)], check=True)
+    version, src = _probe(str(python))
+    if version != STRAX_VERSION:
+        raise RuntimeError(f"{_shown(venv)} was set up but cannot import strax "
+                           f"{STRAX_VERSION} and straxio.tpc: {src}")
+    log(f"  {_shown(venv)} ready in {time.perf_counter() - t0:.0f} s")
+    return python
+
+
+def strax_python(requested: str | None, log=print) -> tuple[str | None, str]:
+    """The Python to run strax workers with, or None and why not.
+
+    ``requested`` (``--strax-python``) is used as it is; without it, the
+    Python of ``benchmarks/.venv-strax``, created first if it is missing.
+    """
+    if requested is None:
+        try:
+            candidate = str(make_strax_env(log=log))
+        except (OSError, subprocess.CalledProcessError, RuntimeError) as e:
+            return None, (f"could not set up {_shown(STRAX_VENV)} ({e}): strax rows skipped; "
+                          "give --strax-python, or --no-strax")
+    else:
+        candidate = requested
+        if not os.path.exists(candidate):
+            return None, f"{candidate} not found: strax rows skipped"
+    version, src = _probe(candidate)
+    if version is None:
+        return None, (f"{_shown(candidate)} cannot import strax and straxio.tpc ({src}): "
+                      f"strax rows skipped; `{candidate} -m pip install -e .` may help")
+    return candidate, f"strax {version} ({_shown(candidate)})"
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +160,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="A B rounds per configuration (medians over them)")
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 pairs")
     parser.add_argument("--strax-python", default=None,
-                        help=f"Python with strax installed (default {DEFAULT_STRAX_PYTHON})")
+                        help="Python with strax and straxio installed (default: that of "
+                             f"benchmarks/.venv-strax, created with strax {STRAX_VERSION} "
+                             "when missing)")
     parser.add_argument("--no-strax", action="store_true", help="run straxio alone")
     parser.add_argument("--out", default=None, help="JSON file (default results/<bench>.json)")
     # Set by the parent when it starts this script as a measuring worker.

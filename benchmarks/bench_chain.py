@@ -295,7 +295,7 @@ def run(args, log=print) -> dict:
     common = ["--raw-dir", str(raw_dir), "--run-id", run_id, "--warm-run", warm,
               "--raw-bytes", str(raw_bytes), "--modes", "memory,save,load"]
     spython, note = (None, "strax disabled (--no-strax)") if args.no_strax else \
-        C.strax_python(args.strax_python)
+        C.strax_python(args.strax_python, log=log)
     log(f"# chain: {raw_bytes / 1e6:.0f} raw MB in {n_chunks} chunks, {pairs} rounds; {note}")
     configs = [("straxio", sys.executable, [*common, "--framework", "straxio"])]
     if spython:

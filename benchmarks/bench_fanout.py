@@ -59,7 +59,7 @@ def run(args, log=print) -> dict:
     pairs = 2 if args.quick and args.pairs == 5 else args.pairs
     chunks = args.chunks or (500 if args.quick else 2000)
     spython, note = (None, "strax disabled (--no-strax)") if args.no_strax else \
-        C.strax_python(args.strax_python)
+        C.strax_python(args.strax_python, log=log)
     log(f"# fanout: {chunks} chunks of {args.rows} rows, k = {KS}, {pairs} rounds; {note}")
     common = ["--chunks", str(chunks), "--rows", str(args.rows)]
     configs = [("straxio", sys.executable, [*common, "--framework", "straxio"]),

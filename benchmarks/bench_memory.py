@@ -30,7 +30,7 @@ def run(args, log=print) -> dict:
     size = args.size_mb or (30.0 if args.quick else 500.0)
     chunk = args.chunk_mb or (5.0 if args.quick else 10.0)
     spython, note = (None, "strax disabled (--no-strax)") if args.no_strax else \
-        C.strax_python(args.strax_python)
+        C.strax_python(args.strax_python, log=log)
     runs = {}
     for factor in (1, 4):
         raw_dir, run_id = C.raw_run(size * factor / 4, chunk)

@@ -62,7 +62,7 @@ def run(args, log=print) -> dict:
     pairs = 2 if args.quick and args.pairs == 5 else args.pairs
     chunks = args.chunks or (2000 if args.quick else 10_000)
     spython, note = (None, "strax disabled (--no-strax)") if args.no_strax else \
-        C.strax_python(args.strax_python)
+        C.strax_python(args.strax_python, log=log)
     log(f"# overhead: {chunks} chunks of {args.rows} rows, {pairs} rounds; {note}")
     common = ["--chunks", str(chunks), "--rows", str(args.rows)]
     configs = [("straxio", sys.executable, [*common, "--framework", "straxio"]),

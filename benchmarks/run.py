@@ -5,9 +5,9 @@
 Each benchmark alternates the frameworks (straxio, then each strax
 configuration) in fresh processes for ``--pairs`` rounds and prints medians
 and the ratio straxio / strax per row; the JSON goes to benchmarks/results/.
-strax runs under ``--strax-python`` (default /work/venv-strax/bin/python when
-it can import strax and straxio.tpc); without it, straxio runs alone.
-A benchmark, not a test: nothing here asserts timings.
+strax runs under ``--strax-python``, by default in ``benchmarks/.venv-strax``
+(strax 2.2.3 and this straxio), which the first run creates; ``--no-strax``
+runs straxio alone. A benchmark, not a test: nothing here asserts timings.
 """
 
 from __future__ import annotations
