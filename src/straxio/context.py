@@ -670,6 +670,11 @@ class _PrivateLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._started = threading.Event()
+        # Set when the thread's work is over. Waited on instead of Thread.join
+        # with a timeout: on Python 3.11 a KeyboardInterrupt that lands inside
+        # join() can mark a thread that still runs as stopped (bpo-45274's fix
+        # releases the lock the running thread holds).
+        self.finished = threading.Event()
         self._cancel_requested = False
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._work, name=name)
@@ -690,6 +695,7 @@ class _PrivateLoop:
             self.error = e
         finally:
             self._started.set()
+            self.finished.set()
 
     def start(self) -> None:
         self.thread.start()
@@ -712,14 +718,14 @@ class _PrivateLoop:
                 if ready is not None:
                     if ready(self.POLL_SECONDS):
                         return
-                else:
-                    self.thread.join(self.POLL_SECONDS)
-                    if not self.thread.is_alive():
-                        return
+                elif self.finished.wait(self.POLL_SECONDS):
+                    self.thread.join()
+                    return
                 if outer is not None and outer.cancelling():
                     raise asyncio.CancelledError
         except BaseException:
             self.cancel()
+            self.finished.wait()
             self.thread.join()
             raise
 
@@ -790,7 +796,7 @@ def _blocking_iter(make_agen):
         try:
             received.append(handoff.get(timeout=timeout))
         except queue.Empty:
-            return not private.thread.is_alive()
+            return private.finished.is_set()
         return True
 
     try:
@@ -808,10 +814,10 @@ def _blocking_iter(make_agen):
             else:
                 return
     finally:
-        if private.thread.is_alive():
+        if not private.finished.is_set():
             private.cancel()
             # Drain so the pump can finish, then wait for the thread.
-            while private.thread.is_alive():
+            while not private.finished.is_set():
                 with contextlib.suppress(queue.Empty):
                     handoff.get(timeout=0.05)
-            private.thread.join()
+        private.thread.join()

@@ -438,7 +438,7 @@ class _Job:
                  kill: ty.Callable[[concurrent.futures.Future], None] | None = None):
         self.cf = cf
         self.fut = asyncio.wrap_future(cf)
-        self.fut.add_done_callback(self._done)
+        self.fut.add_done_callback(_retrieve)
         self.processor = processor
         self.where = where
         self.pool = pool
@@ -446,11 +446,11 @@ class _Job:
         self.clock = clock
         self.kill = kill
         self.abandoned = False
+        # Listed until the compute itself ends (a cancelled run's wrapper
+        # future ends at once, the compute does not); the callback may run
+        # in the worker thread, where a dict pop is atomic.
         processor._jobs[self] = None
-
-    def _done(self, fut: asyncio.Future) -> None:
-        _retrieve(fut)
-        self.processor._jobs.pop(self, None)
+        cf.add_done_callback(lambda _: processor._jobs.pop(self, None))
 
     async def result(self):
         try:
@@ -1694,7 +1694,7 @@ class Processor:
         cancelled run still waits for (threads cannot be stopped) or what an
         abandoned thread still runs."""
         out = []
-        for job in self._jobs:
+        for job in list(self._jobs):  # a snapshot: worker threads remove jobs
             cf = job.cf
             if cf.done():
                 continue
