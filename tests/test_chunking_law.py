@@ -77,3 +77,55 @@ def test_blocking_get_array_matches_reference_for_every_target():
     ctx = straxio.Context(register=toy.toy_plugins(), config={"toy_chunking": 3})
     for target in TARGETS:
         toy.assert_same_arrays(ctx.get_array("run_sync", target), REFERENCE[target], target)
+
+
+class TouchingInfo(straxio.LoopPlugin):
+    """strax's touching loop plugin: per event, the peaks of its touching range."""
+
+    __version__ = "0.1.0"
+    depends_on = ("events", "peaks")
+    provides = "touching_info"
+    time_selection = "touching"
+    dtype = np.dtype([*straxio.time_fields(), (("peaks in the range", "n_peaks"), np.int64),
+                      (("sum of their times", "times"), np.int64),
+                      (("largest peak channel", "channel"), np.int64)])
+
+    def compute(self, events, peaks):
+        out = np.zeros(len(events), self.dtype)
+        out["n_peaks"] = peaks.counts()
+        out["times"] = np.bincount(peaks.base_index, weights=peaks.rows["time"],
+                                   minlength=peaks.n_base).astype(np.int64)
+        out["channel"] = -1
+        np.maximum.at(out["channel"], peaks.base_index, peaks.rows["channel"])
+        return out
+
+
+def touching_reference(peaks, events):
+    """The same on the whole run, without the engine."""
+    out = np.zeros(len(events), TouchingInfo.dtype)
+    out["time"], out["endtime"] = events["time"], events["endtime"]
+    out["channel"] = -1
+    for i, (left, right) in enumerate(straxio.touching_windows(peaks, events)):
+        rows = peaks[left:right]
+        out["n_peaks"][i] = len(rows)
+        out["times"][i] = rows["time"].sum()
+        if len(rows):
+            out["channel"][i] = rows["channel"].max()
+    return out
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("chunking", [*range(1, 9), 99])
+async def test_touching_loop_plugin_is_independent_of_chunking(aloop, chunking):
+    ctx = straxio.Context(register=[*toy.toy_plugins(), TouchingInfo],
+                          config={"toy_chunking": chunking})
+    parts = []
+    async with ctx.processor(["touching_info"], max_chunks=2) as proc:
+        async with proc.iter("run_law", "touching_info") as chunks:
+            async for chunk in chunks:
+                parts.append(chunk.data)
+        stats = chunks.statistics()
+    want = touching_reference(toy.make_peaks(), toy.make_events())
+    toy.assert_same_arrays(np.concatenate(parts), want, "touching_info")
+    assert want["n_peaks"].sum() > REFERENCE["event_info"]["n_peaks"].sum()  # not contained
+    assert stats.components["TouchingInfo"].compute_calls >= 3

@@ -73,7 +73,14 @@ import click
 
 from . import __version__
 from .context import Context, Plan, Selection
-from .exceptions import ConfigError, DataNotAvailable, PlanError, PluginError, StraxioError
+from .exceptions import (
+    ConfigError,
+    DataNotAvailable,
+    InvalidRunId,
+    PlanError,
+    PluginError,
+    StraxioError,
+)
 from .plugin import Plugin
 from .processor import ComponentStatistics, Processor, RunStatistics, abandoned_threads
 from .storage import DirectoryStore, StoredEntry
@@ -100,7 +107,8 @@ PROGRESS_INTERVAL = 0.2
 
 #: Errors that mean "your input is wrong" wherever they arise (before the
 #: run, or from a source saying the run does not exist): exit code 2.
-BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, PlanError, DataNotAvailable)
+BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (ConfigError, PlanError, DataNotAvailable,
+                                                     InvalidRunId)
 #: Before anything runs, a plugin declared wrongly is bad input too; while a
 #: run goes, a PluginError (bad output) is that run failing.
 PLANNING_ERRORS: tuple[type[BaseException], ...] = (*BAD_INPUT_ERRORS, PluginError)
@@ -994,7 +1002,7 @@ def graph_dot(plan: Plan) -> str:
     lines = ["digraph straxio {", "  rankdir=LR;", '  node [shape=box, style=rounded];']
     for node in plan.nodes.values():
         for d in node.provides:
-            label = (f"{d}\\n{node.name} {node.plugin_class.__version__}"
+            label = (f"{d}\\n{node.name} {node.plugin_class.version()}"
                      f"\\nkind {node.output_kinds[d]}")
             lines.append(f'  "{d}" [label="{label}"];')
     for node in plan.nodes.values():
@@ -1010,7 +1018,7 @@ def graph_mermaid(plan: Plan) -> str:
     for node in plan.nodes.values():
         for d in node.provides:
             lines.append(f'  {_node_id(d)}["{d}<br/>{node.name} '
-                         f'{node.plugin_class.__version__}<br/>kind {node.output_kinds[d]}"]')
+                         f'{node.plugin_class.version()}<br/>kind {node.output_kinds[d]}"]')
     for node in plan.nodes.values():
         for d in node.provides:
             lines.extend(f"  {_node_id(dep)} --> {_node_id(d)}" for dep in node.depends_on)
@@ -1154,7 +1162,7 @@ def info_command(data_type: str, plugin_specs: tuple[str, ...], config: tuple[st
     plan = _plan_or_bad_input(ctx, [data_type])
     node = plan.nodes[plan.producer[data_type]]
     deps = ", ".join(node.depends_on) or "nothing (a source)"
-    click.echo(f"{data_type}: plugin {node.name} {node.plugin_class.__version__}, kind "
+    click.echo(f"{data_type}: plugin {node.name} {node.plugin_class.version()}, kind "
                f"{node.output_kinds[data_type]!r}, lineage {plan.lineage_hash(data_type)}")
     click.echo(f"depends on: {deps}")
     summary = (node.plugin_class.__doc__ or "").strip().split("\n\n")[0]

@@ -36,6 +36,7 @@ __all__ = [
     "has_length_dt",
     "interval_dtype",
     "merged_dtype",
+    "select_fields",
     "time_dt_fields",
     "time_fields",
     "with_descriptions",
@@ -246,6 +247,33 @@ def _entry(dtype: np.dtype, name: str) -> tuple[Any, np.dtype]:
     entry = fields(dtype)[name]
     key = (entry[2], name) if len(entry) > 2 and entry[2] is not None else name
     return key, entry[0]
+
+
+def select_fields(dtype: Any, names: Iterable[str]) -> np.dtype:
+    """The fields ``names`` of a structured dtype, in the dtype's order,
+    with their titles (descriptions), packed.
+
+    Parameters
+    ----------
+    dtype : dtype-like
+    names : iterable of str
+        Field names; every one must be a field of ``dtype``.
+
+    Returns
+    -------
+    numpy.dtype
+
+    Raises
+    ------
+    ChunkError
+        If a name is not a field of ``dtype``.
+    """
+    dtype = np.dtype(dtype)
+    wanted = set(names)
+    unknown = sorted(wanted - set(_names(dtype)))
+    if unknown:
+        raise ChunkError(f"{unknown} are not fields of {dtype}")
+    return np.dtype([_entry(dtype, n) for n in _names(dtype) if n in wanted])
 
 
 def merged_dtype(dtypes: Iterable[Any]) -> np.dtype:

@@ -17,6 +17,7 @@ __all__ = [
     "ConfigError",
     "DataCorrupted",
     "DataNotAvailable",
+    "InvalidRunId",
     "KeyLocked",
     "PipelineStalled",
     "PlanError",
@@ -130,6 +131,14 @@ def _rebuild_corrupted(message, path, chunk_index):
 class DataNotAvailable(StraxioError):
     """Raised when data is asked for that is neither stored nor computable
     (e.g. a load-only request for data no store holds)."""
+
+
+class InvalidRunId(StraxioError, ValueError):
+    """Raised when a run id cannot name data, before anything runs: it is
+    empty or not a str, contains the key separator ``-`` (as strax refuses),
+    ``/``, a backslash or NUL, starts with ``.``, or would make a stored
+    folder's name longer than a file name may be. The message names the run
+    id, the rule and the limit."""
 
 
 class KeyLocked(StraxioError):

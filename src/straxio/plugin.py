@@ -26,17 +26,21 @@ Special kinds, all vectorised (no per-row Python loop in the engine):
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import difflib
 import enum
+import hashlib
 import inspect
+import json
+import textwrap
 import typing as ty
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 import numpy as np
 
 from . import dtypes as _dtypes
-from .chunk import Chunk, fully_contained_in
+from .chunk import Chunk, fully_contained_in, touching_windows
 from .exceptions import ConfigError, PluginError
 
 __all__ = [
@@ -163,10 +167,20 @@ class Contained:
     row's end is not inside it (it belongs with what starts there), so the
     result never depends on where the inputs were cut.
 
+    With ``time_selection = "touching"`` (strax's touching loop plugins), base
+    row ``i`` gets the rows of its ``touching_windows`` range instead: those
+    overlapping it, and any row in between them in time order (strax's range,
+    which may hold a short row after a long one that does not touch). A row
+    touching two base rows is there twice, once per base row; ``rows`` is then
+    ordered by base row, then time. The synchronizer never cuts through a row,
+    so a row overlapping a base row is always in the same batch: the result
+    does not depend on the chunking either.
+
     Attributes
     ----------
     rows
-        The contained rows, sorted by time (read-only).
+        The contained rows, sorted by time (read-only); by base row, then
+        time, in touching mode.
     base_index
         For each row, the index of its base row in the base array (int64).
     n_base
@@ -269,8 +283,10 @@ class Plugin:
         ``provides`` for a source.
     dtype : numpy dtype, or dict of dtypes per provided type
         Output dtype(s); override :meth:`infer_dtype` to compute it.
-    __version__ : str
+    __version__ : str or None
         Bumped whenever the output changes for the same inputs and options.
+        ``None`` derives it from the plugin's source code (see
+        :meth:`version`); left out, it is "0.0.0" (as in strax).
     parallel : bool
         Keep several chunks in flight (only for stateless computes).
     pool : "thread" or "process"
@@ -281,6 +297,14 @@ class Plugin:
         The kind that drives containment; defaults to the first input's kind.
     containment : bool
         Ask for containment synchronization (see :class:`Contained`).
+    time_selection : "fully_contained" or "touching"
+        With containment: the rows of the other kinds inside each base row
+        (default), or, as strax's ``LoopPlugin(time_selection="touching")``,
+        every row of the index range touching it (see :class:`Contained`).
+    touching_window : int
+        With ``time_selection = "touching"``: widen each base row by this
+        many ns on both sides (strax's ``touching_window``); only 0 or less,
+        since a wider window would reach rows of other batches.
     compute_inline : "auto", True or False
         "auto" runs computes measured cheaper than a thread handoff on the loop.
     save_when : SaveWhen, or dict of them per provided type
@@ -303,12 +327,16 @@ class Plugin:
     depends_on: ty.ClassVar[str | tuple[str, ...]] = ()
     data_kind: ty.ClassVar[str | dict[str, str] | None] = None
     dtype: ty.ClassVar[ty.Any] = None
-    __version__: ty.ClassVar[str] = "0.0.0"
+    __version__: ty.ClassVar[str | None] = "0.0.0"
     parallel: ty.ClassVar[bool] = False
     max_in_flight: ty.ClassVar[int | None] = None
     pool: ty.ClassVar[str] = "thread"
     base_kind: ty.ClassVar[str | None] = None
     containment: ty.ClassVar[bool] = False
+    time_selection: ty.ClassVar[str] = "fully_contained"
+    touching_window: ty.ClassVar[int] = 0
+    # Set on classes with __version__ = None (see version()).
+    _auto_version: ty.ClassVar[str]
     compute_inline: ty.ClassVar[ty.Any] = "auto"
     save_when: ty.ClassVar[ty.Any] = SaveWhen.ALWAYS
     compression_level: ty.ClassVar[int] = 2  # see docs/storage.md#speed
@@ -329,7 +357,53 @@ class Plugin:
         # Set by the processor: runs computes on its executors (see processor.py).
         self._runner: ty.Any = None
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__version__ is None:
+            # Read the source now, while the file on disk is the code being
+            # defined: read later (at planning), an edited file would give the
+            # version of code that is not the code that runs.
+            cls._auto_version = _auto_version(cls)
+
     # ---------------------------------------------------------------- class introspection
+
+    @classmethod
+    def version(cls) -> str:
+        """The plugin's version as it enters the lineage.
+
+        ``__version__`` as a string; for ``__version__ = None``, ``"auto_"``
+        and a hash of the source code of the class and of its base classes
+        up to straxio's own (as strax's ``Plugin.version()``), so that
+        changed code gets a new lineage and never loads data of the old code.
+        The source is read when the class is defined; the hash is the same
+        in every process and for every PYTHONHASHSEED. Functions the plugin
+        calls are not part of it: bump a ``__version__`` by hand for those.
+
+        Raises
+        ------
+        PluginError
+            If ``__version__`` is None and the source cannot be read (a
+            class made by ``type()``, or one defined in an interactive
+            session): give ``__version__`` a string then.
+        """
+        v = cls.__version__
+        if v is not None:
+            return str(v)
+        auto = cls.__dict__.get("_auto_version")
+        if auto is None:
+            auto = cls._auto_version = _auto_version(cls)
+        if auto.startswith("auto_"):
+            return auto
+        raise PluginError(auto)
+
+    @classmethod
+    def save_when_for(cls, data_type: str) -> SaveWhen:
+        """The :class:`SaveWhen` of one provided type (``save_when`` may be
+        one value or a dict per type)."""
+        policy = cls.save_when
+        if isinstance(policy, Mapping):
+            policy = policy[data_type]
+        return SaveWhen(policy)
 
     @classmethod
     def provides_tuple(cls) -> tuple[str, ...]:
@@ -442,6 +516,9 @@ class Plugin:
             base = kinds[self.base_kind_name()].data
             for kind, chunk in kinds.items():
                 if kind == self.base_kind_name():
+                    continue
+                if self.time_selection == "touching":
+                    kwargs[kind] = _touching(chunk.data, base, self.touching_window)
                     continue
                 # A zero-length row at a base row's end is cut into the next
                 # batch, so it must not count as contained (chunking law).
@@ -670,6 +747,9 @@ class LoopPlugin(Plugin):
     engine copies the base rows' time fields into the result, so a compute
     only fills its own columns. Vectorise with ``np.bincount`` or
     ``np.add.reduceat`` over ``base_index``/``offsets()``.
+
+    ``time_selection = "touching"`` gives each base row the rows touching it,
+    as strax's ``LoopPlugin`` does (see :class:`Contained`).
     """
 
     containment = True
@@ -770,3 +850,38 @@ def _camel_to_snake(name: str) -> str:
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
+
+
+def _touching(things: np.ndarray, base: np.ndarray, window: int) -> Contained:
+    """strax's touching selection of a loop plugin: for every base row, the
+    rows of ``things`` in its :func:`~straxio.chunk.touching_windows` range,
+    one copy per base row (a row touching two base rows is in both)."""
+    windows = touching_windows(things, base, window)
+    counts = np.maximum(windows[:, 1] - windows[:, 0], 0)
+    base_index = np.repeat(np.arange(len(base), dtype=np.int64), counts)
+    # Row k of base row i is things[left_i + k]: left repeated, plus a ramp
+    # that restarts at every base row.
+    ramp = np.arange(len(base_index), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts,
+                                                                   counts)
+    rows = things[np.repeat(windows[:, 0], counts) + ramp]
+    rows.flags.writeable = False
+    return Contained(rows=rows, base_index=base_index, n_base=len(base))
+
+
+def _auto_version(cls: type[Plugin]) -> str:
+    """``"auto_"`` and a hash of the source of ``cls`` and its base classes
+    (up to straxio's own), or, if a source cannot be read, the message of
+    the error that :meth:`Plugin.version` raises."""
+    sources = []
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__ == __name__:
+            continue  # the framework's classes are not the plugin's code
+        try:
+            sources.append(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError) as e:
+            return (f"plugin {cls.__name__} sets __version__ = None (a version derived from "
+                    f"its source code), but the source of {klass.__qualname__} cannot be "
+                    f"read ({e}); give {cls.__name__}.__version__ a string instead")
+    text = json.dumps(sources, ensure_ascii=True)
+    digest = base64.b32encode(hashlib.sha1(text.encode("ascii")).digest())
+    return "auto_" + digest[:10].decode("ascii").lower()
