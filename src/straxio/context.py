@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import inspect
 import json
+import logging
 import os
 import queue
 import threading
@@ -25,13 +26,21 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 import numpy as np
 
 from .chunk import Chunk, endtime
-from .dtypes import field_names, fields
-from .exceptions import ConfigError, PlanError, PluginError
-from .plugin import Plugin
+from .dtypes import field_names, fields, select_fields
+from .exceptions import ConfigError, InvalidRunId, PlanError, PluginError
+from .plugin import Plugin, SaveWhen
 from .processor import Processor
 from .storage.base import StorageKey, Store, StoredData, StoredEntry
 
 __all__ = ["Context", "DataKey", "Plan", "PlanNode", "Selection", "deterministic_hash"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes a file name may have (NAME_MAX on Linux and macOS file systems).
+NAME_MAX = 255
+#: What a DirectoryStore adds to a key's name for its temporary folder
+#: (".tmp-<pid>-<8 hex digits>", pids up to 7 digits).
+_TEMP_SUFFIX_MAX = len(".tmp-") + 7 + 1 + 8
 
 
 # --------------------------------------------------------------------------- lineage
@@ -168,16 +177,39 @@ class Context:
 
         A data type provided by two different registered classes is an error
         when it is planned; ``replace=True`` makes the new class take over the
-        types it provides (the strax idiom of overriding a plugin).
+        types it provides (the strax idiom of overriding a plugin). A class it
+        replaces is deregistered for every type it provides, also those the
+        new class does not provide (as strax does for multi-output plugins):
+        one plugin never provides only part of its types.
+
+        Raises
+        ------
+        PluginError
+            If a class is declared wrongly (see :doc:`plugins`); nothing of
+            that call is registered then.
         """
         for p in plugins:
             if not (isinstance(p, type) and issubclass(p, Plugin)):
                 raise PluginError(f"register() takes Plugin subclasses, got {p!r}")
             self._check_declaration(p)
+        for p in plugins:
+            if replace:
+                replaced = {old for d in p.provides_tuple()
+                            for old in self._providers.get(d, []) if old is not p}
+                for old in replaced:
+                    others = [d for d in old.provides_tuple() if d not in p.provides_tuple()]
+                    if others:
+                        log.warning("%s replaces %s, which also provided %s: those types "
+                                    "are no longer provided", p.__name__, old.__name__,
+                                    others)
+                    for d in old.provides_tuple():
+                        providers = self._providers.get(d, [])
+                        if old in providers:
+                            providers.remove(old)
+                        if not providers:
+                            self._providers.pop(d, None)
             for d in p.provides_tuple():
                 providers = self._providers.setdefault(d, [])
-                if replace:
-                    providers.clear()
                 if p not in providers:
                     providers.append(p)
 
@@ -197,9 +229,29 @@ class Context:
             if p.source is Plugin.source:
                 raise PluginError(f"plugin {name} has no depends_on, so it is a source, but it "
                                   "defines no `async def source(self, run_id)`")
+            _check_source_function(p)
         elif p.compute is Plugin.compute and p.iter is Plugin.iter:
             raise PluginError(f"plugin {name} depends on {list(p.depends_on_tuple())} but "
                               "defines no compute()")
+        _check_save_when(p)
+        if p.parallel and p.iter is not Plugin.iter:
+            raise PluginError(
+                f"plugin {name} sets parallel = True but overrides iter() (it keeps state "
+                "between chunks or chooses its own output chunking), so its chunks cannot be "
+                "computed out of order; remove parallel = True (or the iter override)")
+        if p.time_selection not in ("fully_contained", "touching"):
+            raise PluginError(f"plugin {name}: time_selection must be 'fully_contained' or "
+                              f"'touching', got {p.time_selection!r}")
+        if p.time_selection == "touching":
+            if not p.containment:
+                raise PluginError(f"plugin {name}: time_selection = 'touching' needs "
+                                  "containment = True (or a LoopPlugin)")
+            if not isinstance(p.touching_window, int) or p.touching_window > 0:
+                raise PluginError(
+                    f"plugin {name}: touching_window = {p.touching_window!r}; only 0 or less "
+                    "is supported, since a window reaching beyond a base row would need rows "
+                    "of other batches and the output would depend on the chunking")
+        p.version()  # __version__ = None: the source must be readable (raises PluginError)
         if p.pool not in ("thread", "process"):
             raise PluginError(f"plugin {name}: pool must be 'thread' or 'process', "
                               f"got {p.pool!r}")
@@ -306,7 +358,7 @@ class Context:
                 producer[d] = name
                 dtypes[d] = node.output_dtypes[d]
                 kinds[d] = node.output_kinds[d]
-                lineages[d] = {**upstream, d: [name, str(cls.__version__), tracked]}
+                lineages[d] = {**upstream, d: [name, cls.version(), tracked]}
         return Plan(targets=targets, nodes=nodes, producer=producer, lineages=lineages)
 
     def _check_inputs(self, cls, proto: Plugin, input_kinds: dict[str, str]):
@@ -344,9 +396,42 @@ class Context:
 
     # --------------------------------------------------------------- introspection
 
+    @staticmethod
+    def check_run_id(run_id: str, plan: Plan | None = None) -> None:
+        """Raise :class:`InvalidRunId` unless ``run_id`` can name stored data.
+
+        A run id is a non-empty str without ``-`` (it separates run id, data
+        type and lineage hash in a key, and strax refuses it too), ``/``,
+        backslash or NUL, not starting with ``.``; with ``plan``, the folder
+        names of every type of the plan must fit in a file name
+        (:data:`NAME_MAX` bytes, temporary folders included).
+        """
+        if not isinstance(run_id, str) or not run_id:
+            raise InvalidRunId(f"run id {run_id!r}: give a non-empty str")
+        bad = [c for c in ("-", "/", "\\", "\0") if c in run_id]
+        if bad:
+            hint = " (replace '-' with '_', as strax asks)" if "-" in bad else ""
+            raise InvalidRunId(f"run id {run_id!r} contains {bad}: a run id names files and "
+                               f"'-' separates the parts of a data key{hint}")
+        if run_id.startswith("."):
+            raise InvalidRunId(f"run id {run_id!r} starts with '.': that would be a hidden "
+                               "file; choose a run id that starts with a letter or digit")
+        if plan is None:
+            return
+        size = len(run_id.encode("utf-8"))
+        for d in plan.data_types:
+            rest = len(f"-{d}-{plan.lineage_hash(d)}".encode()) + _TEMP_SUFFIX_MAX
+            if size + rest > NAME_MAX:
+                raise InvalidRunId(
+                    f"run id {run_id[:40]!r}... is {size} bytes long: the folders holding "
+                    f"its {d!r} data would have names longer than the {NAME_MAX} bytes a "
+                    f"file name may have; use a run id of at most {NAME_MAX - rest} bytes "
+                    "(UTF-8)")
+
     def key_for(self, run_id: str, target: str) -> DataKey:
         """The key (run, type, lineage hash) under which ``target`` is identified."""
         plan = self.plan(target)
+        self.check_run_id(run_id, plan)
         return DataKey(run_id=run_id, data_type=target, lineage_hash=plan.lineage_hash(target),
                        lineage=plan.lineages[target])
 
@@ -389,7 +474,7 @@ class Context:
 
         def draw(d: str, prefix: str, last: bool, top: bool):
             node = plan.nodes[plan.producer[d]]
-            label = f"{d} ({node.name} {node.plugin_class.__version__}, kind " \
+            label = f"{d} ({node.name} {node.plugin_class.version()}, kind " \
                     f"{node.output_kinds[d]!r})"
             lines.append(label if top else f"{prefix}{'└── ' if last else '├── '}{label}")
             child_prefix = "" if top else prefix + ("    " if last else "│   ")
@@ -476,17 +561,23 @@ class Context:
         ----------
         time_range : (int, int), optional
             Only rows in ``[t0, t1)`` (ns since the epoch). Stored targets open
-            only the chunk files overlapping the range; a target that must be
-            computed is computed whole, then selected, and nothing is saved
-            (as in strax: a time-range request never publishes data).
+            only the chunk files around the range (the same range for every
+            target, also when they are stored chunked differently); a target
+            that must be computed is computed whole, then selected, and
+            nothing is saved (as in strax: a time-range request never
+            publishes data).
         seconds_range : (float, float), optional
-            The same in seconds from the start of the run.
+            The same in seconds from the run start, floored to whole seconds
+            as in strax: the start the sources announce
+            (:meth:`Plugin.run_range`) when the call computes from sources,
+            else the start of the stored data it loads. One origin for all
+            targets of the call; ConfigError if there is none.
         time_selection : "fully_contained" or "touching"
             Rows fully inside the range, or overlapping it (strax's names).
         selection : callable, optional
             ``selection(array) -> bool mask`` applied to every chunk.
         keep_columns, drop_columns : list of str, optional
-            Fields of the returned array.
+            Fields of the returned array (not both), with their descriptions.
         save : list of str
             Types to save although their ``save_when`` is EXPLICIT.
         **options
@@ -496,7 +587,10 @@ class Context:
 
     def get_df(self, run_id: str, targets, **options):
         """Like :meth:`get_array`, as a pandas DataFrame (needs pandas).
-        Fields with a shape (waveforms) are left out: use get_array for them."""
+
+        As in strax, a field with a shape (a waveform) becomes a column of
+        objects, one numpy array per row, and a warning is logged (logger
+        ``straxio.context``): pandas' own functions may not work on it."""
         return _to_df(self.get_array(run_id, targets, **options))
 
     async def get_df_async(self, run_id: str, targets, **options):
@@ -543,22 +637,86 @@ class Selection:
         return cls(None if time_range is None else (int(time_range[0]), int(time_range[1])),
                    seconds_range, time_selection, selection)
 
+    #: The run start ``seconds_range`` counts from (ns, whole seconds), once
+    #: :meth:`resolve` has found it.
+    origin: int | None = None
+
     @property
     def limits_time(self) -> bool:
         return self.time_range is not None or self.seconds_range is not None
 
-    def absolute_range(self, run_start: int) -> tuple[int, int] | None:
-        if self.time_range is not None:
-            return self.time_range
-        if self.seconds_range is not None:
-            s0, s1 = self.seconds_range
-            return run_start + round(s0 * 1e9), run_start + round(s1 * 1e9)
-        return None
+    def resolve(self, run_id: str, *, announced: tuple[int, int] | None,
+                stored_starts: ty.Sequence[int], sources: ty.Sequence[str] = ()) -> Selection:
+        """This selection with ``seconds_range`` turned into an absolute
+        ``time_range``, one origin for the whole call (as strax's
+        ``to_absolute_time_range``).
 
-    def apply(self, chunk: Chunk, run_start: int) -> Chunk:
+        The origin is the run start floored to whole seconds: the start that
+        the run's sources announce (:meth:`Plugin.run_range`, straxio's
+        nearest thing to strax's run metadata) when the call computes from
+        sources, else the earliest start of the stored data the call loads
+        (strax: the first stored chunk's start). ``s`` seconds are then
+        ``origin + int(1e9 * s)`` ns, as in strax.
+
+        Raises
+        ------
+        ConfigError
+            If there is no origin: nothing is loaded and no source announces
+            its range (strax falls back to the epoch silently).
+        """
+        if self.seconds_range is None or self.time_range is not None:
+            return self
+        if announced is not None:
+            start = int(announced[0])
+        elif stored_starts:
+            start = int(min(stored_starts))
+        else:
+            by = f" ({', '.join(sources)})" if sources else ""
+            raise ConfigError(
+                f"seconds_range={self.seconds_range!r} for run {run_id!r}: no run start to "
+                "count seconds from: none of the data is stored and the sources" + by +
+                " announce no range; give time_range in ns since the epoch, or define "
+                "run_range(self, run_id) in the source")
+        origin = start // 10**9 * 10**9
+        s0, s1 = self.seconds_range
+        return dataclasses.replace(self, time_range=(origin + int(1e9 * s0),
+                                                     origin + int(1e9 * s1)), origin=origin)
+
+    def load_ranges(self, stored: Mapping[str, StoredData]) -> dict[str, tuple[int, int]]:
+        """The range of stored chunks to read per stored output: the chunks
+        overlapping ``time_range``, widened until every output's chunks start
+        and end at the same times (outputs may be stored chunked differently,
+        and are merged row for row). The selection is applied to the rows
+        afterwards."""
+        from .storage.tasks import overlapping
+
+        if self.time_range is None:
+            raise ConfigError("load_ranges() needs an absolute time range: resolve() first")
+        lo, hi = self.time_range
+        while True:
+            spans = [(cs[0].start, cs[-1].end)
+                     for cs in (overlapping(s, (lo, hi)) for s in stored.values()) if cs]
+            if not spans:
+                break
+            new_lo = min(lo, *(a for a, _ in spans))
+            new_hi = max(hi, *(b for _, b in spans))
+            if (new_lo, new_hi) == (lo, hi):
+                break
+            lo, hi = new_lo, new_hi
+        return dict.fromkeys(stored, (lo, hi))
+
+    def absolute_range(self) -> tuple[int, int] | None:
+        """``time_range`` (ns); raises for a ``seconds_range`` not resolved."""
+        if self.time_range is None and self.seconds_range is not None:
+            raise ConfigError("seconds_range must be resolved against the run's start first")
+        return self.time_range
+
+    def apply(self, chunk: Chunk) -> Chunk:
+        """The rows of ``chunk`` this selection keeps (strax's
+        ``apply_selection``: time range first, then the mask)."""
         x = chunk.data
         mask = np.ones(len(x), dtype=bool)
-        r = self.absolute_range(run_start)
+        r = self.absolute_range()
         if r is not None:
             t0, t1 = r
             ends = endtime(x)
@@ -581,6 +739,10 @@ class Selection:
 
 
 def _columns(arr: np.ndarray, keep, drop) -> np.ndarray:
+    """strax's keep_columns / drop_columns: the fields kept, in the array's
+    order, with their descriptions (titles)."""
+    if keep is not None and drop is not None:
+        raise ConfigError("give keep_columns or drop_columns, not both (as strax)")
     names = list(field_names(arr.dtype))
     if keep is not None:
         keep = [keep] if isinstance(keep, str) else list(keep)
@@ -596,10 +758,51 @@ def _columns(arr: np.ndarray, keep, drop) -> np.ndarray:
         names = [n for n in names if n not in drop]
     if names == list(field_names(arr.dtype)):
         return arr
-    out = np.zeros(len(arr), dtype=[(n, arr.dtype[n]) for n in names])
+    out = np.zeros(len(arr), dtype=select_fields(arr.dtype, names))
     for n in names:
         out[n] = arr[n]
     return out
+
+
+def _check_source_function(p: type[Plugin]) -> None:
+    """A source's ``source`` must be an async generator function: the engine
+    iterates it with ``async for`` and closes it with ``aclose()``."""
+    fn = p.source
+    if inspect.isasyncgenfunction(fn):
+        return
+    if inspect.isgeneratorfunction(fn):
+        what = "a plain generator (`def source` with `yield`)"
+    elif inspect.iscoroutinefunction(fn):
+        what = "a coroutine (`async def source` without `yield`)"
+    else:
+        what = "a plain function"
+    raise PluginError(
+        f"plugin {p.__name__}: source() is {what}; write it as an async generator, "
+        "`async def source(self, run_id):` that yields chunks "
+        "(`yield self.chunk(start=..., end=..., data=...)`)")
+
+
+def _check_save_when(p: type[Plugin]) -> None:
+    """``save_when`` is one SaveWhen (or its int value) or a dict with one per
+    provided type; anything else is refused when the class is registered."""
+    policy = p.save_when
+    provides = p.provides_tuple()
+    valid = ", ".join(f"SaveWhen.{s.name}" for s in SaveWhen)
+    if isinstance(policy, Mapping):
+        if set(policy) != set(provides):
+            raise PluginError(
+                f"plugin {p.__name__}: save_when dict has keys {sorted(policy)}, expected "
+                f"exactly the provided types {sorted(provides)}")
+        values = list(policy.items())
+    else:
+        values = [(None, policy)]
+    for d, v in values:
+        ok = not isinstance(v, bool) and isinstance(v, int) and v in set(SaveWhen)
+        if not ok:
+            which = "" if d is None else f"[{d!r}]"
+            raise PluginError(f"plugin {p.__name__}: save_when{which} = {v!r} is not a "
+                              f"SaveWhen; use one of {valid} (or a dict of them per "
+                              "provided type)")
 
 
 def _stores(storage) -> list[Store]:
@@ -621,15 +824,25 @@ def _stores(storage) -> list[Store]:
 
 
 def _to_df(arr: np.ndarray):
+    """strax's ``convert_structured_array_to_df``: a field with a shape
+    (waveforms) becomes an object column holding one array per row, and a
+    warning is logged."""
     try:
         import pandas as pd
     except ImportError:
         raise ImportError("get_df needs pandas: pip install pandas") from None
-    cols = {}
+    cols: dict[str, ty.Any] = {}
+    shaped = []
     for name in field_names(arr.dtype):
-        if arr.dtype[name].shape:
-            continue  # a DataFrame column holds scalars; use get_array for these
-        cols[name] = arr[name]
+        col = arr[name]
+        if col.ndim > 1:
+            cols[name] = [np.array(row) for row in col]
+            shaped.append(name)
+        else:
+            cols[name] = col
+    if shaped:
+        log.warning("get_df: columns %s hold arrays (one per row), not scalars; some pandas "
+                    "functions (groupby, apply) may not work as expected on them", shaped)
     return pd.DataFrame(cols)
 
 

@@ -53,6 +53,7 @@ from .chunk import Chunk, check_continuity
 from .exceptions import (
     ComputeTimeout,
     ConfigError,
+    DataCorrupted,
     PipelineStalled,
     PlanError,
     PluginError,
@@ -762,8 +763,19 @@ class _Run:
     def _decide(self) -> list[PlanNode]:
         """Which plugins to run and which types to load for this run: walk
         from the outputs; a type found complete in a store is loaded and
-        nothing upstream of it runs."""
+        nothing upstream of it runs. Raises before anything runs for a run id
+        that cannot name data, and for ``save`` naming a type whose plugin
+        forbids saving it (as strax)."""
         plan = self.plan
+        ctx = self.processor.context
+        ctx.check_run_id(self.run_id, plan)
+        for d in self.save:
+            if d in plan.producer and \
+                    plan.nodes[plan.producer[d]].plugin_class.save_when_for(d) is SaveWhen.NEVER:
+                raise ConfigError(
+                    f"save={list(self.save)} for run {self.run_id!r}: plugin "
+                    f"{plan.producer[d]} forbids saving {d!r} (save_when SaveWhen.NEVER); "
+                    "take it out of save=")
         compute: set[str] = set()
         seen: set[str] = set()
         todo = list(self.outputs)
@@ -788,16 +800,29 @@ class _Run:
             compute.add(node.name)
             todo.extend(node.depends_on)
         # A plugin that runs provides all its types; none of them is loaded.
+        # Those already stored (a multi-output plugin re-run for a missing
+        # sibling) are not written again, as in strax.
+        self.already_stored: set[str] = set()
         for d in list(self.loaded):
             if plan.producer[d] in compute:
                 del self.loaded[d]
+                self.already_stored.add(d)
+        for name in compute:
+            for d in plan.nodes[name].provides:
+                if d in seen:
+                    continue
+                try:
+                    found = ctx._find_stored(self.run_id, d, plan.lineage_hash(d))
+                except DataCorrupted:
+                    found = None  # not needed here; the writer deals with it
+                if found is not None:
+                    self.already_stored.add(d)
         return [n for n in plan.nodes.values() if n.name in compute]
 
     def _should_save(self, node: PlanNode, data_type: str) -> bool:
-        policy = node.plugin_class.save_when
-        if isinstance(policy, dict):
-            policy = policy[data_type]
-        policy = SaveWhen(policy)
+        if data_type in self.already_stored:
+            return False
+        policy = node.plugin_class.save_when_for(data_type)
         if policy is SaveWhen.NEVER:
             return False
         if policy is SaveWhen.EXPLICIT:
@@ -805,6 +830,23 @@ class _Run:
         if policy is SaveWhen.TARGET:
             return data_type in self.save or data_type in self.outputs
         return True
+
+    def _resolve_selection(self):
+        """A time selection is made absolute once for the whole run (one
+        origin for every target, see :meth:`Selection.resolve`), and, when
+        every output is loaded, only the stored chunks around it are read:
+        the same range for every output, so that outputs chunked differently
+        start and end together."""
+        self.load_ranges: dict[str, tuple[int, int]] = {}
+        sel = self.selection
+        if sel is None or not sel.limits_time:
+            return
+        sources = [n.name for n in self.nodes.values() if n.is_source]
+        self.selection = sel = sel.resolve(
+            self.run_id, announced=self.time_range, sources=sources,
+            stored_starts=[s.start for s in self.loaded.values()])
+        if all(t in self.loaded for t in self.outputs):
+            self.load_ranges = sel.load_ranges({t: self.loaded[t] for t in self.outputs})
 
     def _build(self):
         p = self.processor
@@ -853,6 +895,7 @@ class _Run:
                 if writable is not None and self._should_save(node, d):
                     self.savers[d] = self.mailboxes[d].subscribe(f"save:{d}")
                     self.counters[f"save:{d}"] = _Counters(f"save:{d}", "save", ())
+        self._resolve_selection()
         for g in self.groups.values():
             self.cursors[g.name] = {d: self.mailboxes[d].subscribe(g.name) for d in g.inputs}
             if len(g.members) > 1:
@@ -1069,8 +1112,19 @@ class _Run:
             try:
                 check_continuity(prev.get(data_type), chunk)
             except StraxioError as e:
+                last = prev.get(data_type)
+                fix = ""
+                if last is not None and last.data_type == chunk.data_type:
+                    if chunk.start > last.end:
+                        fix = (f"; it leaves a gap [{last.end}, {chunk.start}): chunks of a "
+                               "type must touch, so start each chunk where the previous one "
+                               "ended (a stretch without data belongs to an empty chunk, or "
+                               "to the chunk before or after it)")
+                    elif chunk.start < last.end:
+                        fix = ("; it starts before the previous chunk ended: chunks of a type "
+                               "must touch without overlapping")
                 raise PluginError(f"plugin {name} for run {self.run_id!r}, output chunk "
-                                  f"{counters.chunks_out}: {e}") from e
+                                  f"{counters.chunks_out}: {e}{fix}") from e
             prev[data_type] = chunk
             counters.chunks_out += 1
             counters.bytes_out += chunk.nbytes
@@ -1086,6 +1140,15 @@ class _Run:
                 await self._publish(node.name, plugin, out, prev, counters)
         finally:
             await agen.aclose()
+        silent = [d for d in node.provides if d not in prev]
+        if silent:
+            # strax: "No data returned!". Downstream could not tell the run's
+            # range, and saving nothing would look like a run never made.
+            raise PluginError(
+                f"source {node.name} yielded no chunk of {silent} for run {self.run_id!r}; "
+                "a run without data still yields one empty chunk covering its range "
+                "(`yield self.chunk(start=start, end=end, data=np.zeros(0, self.dtype))`), "
+                "and a run that does not exist raises straxio.DataNotAvailable")
         self._close_outputs(node, plugin, prev, None)
 
     async def _plugin(self, node, plugin: Plugin):
@@ -1294,9 +1357,7 @@ class _Run:
         return offload
 
     async def _load(self, data_type: str, stored: StoredData):
-        time_range = None
-        if data_type in self.outputs and self.selection is not None:
-            time_range = self.selection.absolute_range(stored.start)
+        time_range = self.load_ranges.get(data_type)
         await load_into(stored, self.mailboxes[data_type],
                         offload=self._offload_for(f"load:{data_type}"),
                         time_range=time_range, counters=self.counters[f"load:{data_type}"],
@@ -1315,7 +1376,7 @@ class _Run:
             lineage=self.plan.lineages[data_type], lineage_hash=key.lineage_hash,
             compressor="zstd", compression_level=cls.compression_level,
             straxio_version=_version(), plugin=cls.__name__,
-            plugin_version=str(cls.__version__))
+            plugin_version=cls.version())
         # Opening takes a lock and creates a folder in a worker thread. If the run
         # is cancelled meanwhile, finish opening and abort, so that neither a
         # lock nor an unexplained folder stays behind. The task is awaited on
@@ -1405,7 +1466,6 @@ class ChunkStream:
     def __init__(self, run: _Run, cursor: Cursor):
         self._run = run
         self.cursor = cursor
-        self._run_start: int | None = None
         self.exhausted = False
 
     def __aiter__(self):
@@ -1420,11 +1480,7 @@ class ChunkStream:
         sel = self._run.selection
         if sel is None:
             return chunk
-        if self._run_start is None:
-            loaded = [s for d, s in self._run.loaded.items() if d in self._run.outputs]
-            # The first chunk of a computed run starts at the run's start.
-            self._run_start = loaded[0].start if loaded else chunk.start
-        return sel.apply(chunk, self._run_start)
+        return sel.apply(chunk)
 
     def statistics(self) -> RunStatistics:
         return self._run.statistics()
