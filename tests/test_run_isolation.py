@@ -196,6 +196,25 @@ async def test_cancelling_a_run_kills_its_process_compute_at_once(aloop, tmp_pat
 
 
 @pytest.mark.asyncio
+async def test_closing_the_processor_kills_a_process_compute_at_once(aloop, tmp_path):
+    ctx = straxio.Context(register=[toy.Peaks, Fragile],
+                          config={**CONFIG, "fragile_plan": "hung:1:hang",
+                                  "fragile_dir": str(tmp_path)})
+    before = my_segments()
+    proc = ctx.processor("peak_basics", process_workers=2)
+    async with proc:
+        task = asyncio.create_task(proc.run("hung"), name="straxio-test:hung")
+        pid = int(await wait_for_file(tmp_path / "hung-1.started"))
+        async with asyncio.timeout(30):  # the kernel sleeps 600 s: killed, not awaited
+            await proc.aclose()
+    with pytest.raises(straxio.StraxioError, match="its processor was closed"):
+        await task
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert my_segments() == before
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("plugin", [Stuck, StuckParallel], ids=["plain", "fused"])
 async def test_a_thread_compute_past_its_timeout_is_abandoned_and_reported(aloop, caplog,
                                                                           plugin):
