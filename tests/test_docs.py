@@ -60,6 +60,7 @@ import io
 import os
 import pathlib
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -285,6 +286,22 @@ def shell_env(bin_dir: pathlib.Path) -> dict[str, str]:
     return env
 
 
+def run_command(command: str, cwd: pathlib.Path, env: dict[str, str]) -> tuple[int | None, str]:
+    """Exit code (None: timed out, then killed with everything it started)
+    and what it printed, stdout and stderr in the order written."""
+    p = subprocess.Popen(command, shell=True, cwd=cwd, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=COMMAND_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)  # its own session: the shell and its children
+        out, _ = p.communicate()
+        return None, out
+    return p.returncode, out
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("path", [d for d in DOCS if console_blocks(d)], ids=lambda p: p.name)
@@ -304,17 +321,14 @@ def test_shell_examples(path, tmp_path):
         for cmd in commands(block):
             where = f"{path.name}:{cmd.line}"
             t0 = time.perf_counter()
-            try:
-                r = subprocess.run(cmd.command, shell=True, cwd=work, env=env, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT)
-            except subprocess.TimeoutExpired as e:
-                failures.append(f"{where}: `{cmd.command}` took more than {e.timeout} s")
-                continue
+            returncode, printed = run_command(cmd.command, work, env)
             ran += 1
-            if not matches(cmd.expected, r.stdout.splitlines()):
+            if returncode is None:
+                failures.append(f"{where}: `{cmd.command}` took more than {COMMAND_TIMEOUT} s; "
+                                f"it printed:\n{printed}")
+            elif not matches(cmd.expected, printed.splitlines()):
                 failures.append(mismatch(
-                    where, f"`$ {cmd.command}` (exit {r.returncode}, "
-                    f"{time.perf_counter() - t0:.1f} s)", cmd.expected, r.stdout))
+                    where, f"`$ {cmd.command}` (exit {returncode}, "
+                    f"{time.perf_counter() - t0:.1f} s)", cmd.expected, printed))
     assert ran, f"{path.name}: every console block is marked not run"
     assert not failures, "\n\n".join(failures)
