@@ -22,6 +22,10 @@ chunk-threads
     ``--threads`` threads meet at a barrier, then each builds chunks of
     several array types and calls every chunk helper (:func:`chunk_workload`);
     the child checks that every thread got the same and writes it (``.npz``).
+tpc-threads
+    The same with :func:`tpc_workload`: every thread runs the TPC chain
+    through ``Context.get_array`` (its own processor, loop and pools), so
+    every numba kernel of straxio is first called by several threads at once.
 """
 
 from __future__ import annotations
@@ -192,13 +196,31 @@ def chunk_workload(barrier: threading.Barrier | None = None) -> dict[str, np.nda
     return out
 
 
-def chunk_threads(args) -> None:
+#: A small TPC run cut into many chunks.
+TPC_CONFIG = {"run_size_mb": 1.0, "chunk_duration_s": 0.01}
+TPC_TYPES = ("raw_records", "hits", "peaks", "event_info")
+
+
+def tpc_workload(barrier: threading.Barrier | None = None,
+                 max_workers: int = 2) -> dict[str, np.ndarray]:
+    """The TPC chain's types for one run (nothing stored): the first chunk
+    and the first kernel call come right after ``barrier``."""
+    import straxio.tpc
+
+    ctx = straxio.Context(register=straxio.tpc.plugins(), config=TPC_CONFIG)
+    if barrier is not None:
+        barrier.wait()
+    return {t: ctx.get_array("run_tpc", t, max_workers=max_workers) for t in TPC_TYPES}
+
+
+def in_threads(args) -> None:
+    workload = {"chunk-threads": chunk_workload, "tpc-threads": tpc_workload}[args.scenario]
     barrier = threading.Barrier(args.threads)
     results: list[dict | BaseException | None] = [None] * args.threads
 
     def work(i):
         try:
-            results[i] = chunk_workload(barrier)
+            results[i] = workload(barrier)
         except BaseException as e:  # reported below, with the other threads'
             results[i] = e
 
@@ -238,11 +260,13 @@ def main(argv=None) -> None:
     run.add_argument("--toy-chunking", type=int, default=0)
     get.add_argument("--config", default="{}")
     get.add_argument("--group", action="append", required=True)
-    threads = sub.add_parser("chunk-threads")
-    threads.add_argument("--threads", type=int, default=4)
-    threads.add_argument("--out", required=True)
+    for name in ("chunk-threads", "tpc-threads"):
+        threads = sub.add_parser(name)
+        threads.add_argument("--threads", type=int, default=4)
+        threads.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    {"toy-run": toy_run, "toy-get": toy_get, "chunk-threads": chunk_threads}[args.scenario](args)
+    {"toy-run": toy_run, "toy-get": toy_get, "chunk-threads": in_threads,
+     "tpc-threads": in_threads}[args.scenario](args)
 
 
 if __name__ == "__main__":

@@ -395,14 +395,24 @@ def test_cli_demo_then_run_loads_in_a_fresh_process(tmp_path, numba_cache):
         same_bits({run: data[t] for run, data in stored.items()}, t)
 
 
-# --------------------------------------------------------------------------- 7. chunks from threads
+# ------------------------------------------------------------------ 7. four threads at once
 
 
-def test_chunks_built_by_four_threads_first_thing_in_a_fresh_process(tmp_path, numba_cache):
-    want = fresh_child.chunk_workload()
+@pytest.mark.parametrize("workload", [
+    "chunk-threads",
+    # Every numba kernel of straxio (the TPC chain's and the chunk helpers'):
+    # the audit of first-use compiles, pinned.
+    pytest.param("tpc-threads", marks=[slow, pytest.mark.timeout(900)]),
+])
+def test_four_threads_at_once_as_the_first_thing_in_a_fresh_process(
+        tmp_path, numba_cache, workload):
+    if workload == "chunk-threads":
+        want = fresh_child.chunk_workload()
+    else:
+        want = fresh_child.tpc_workload(max_workers=1)
     for label in ("cold", "warm"):
         out = tmp_path / f"{label}.npz"
-        run_child(toy_child("chunk-threads", "--threads", 4, "--out", out),
+        run_child(toy_child(workload, "--threads", 4, "--out", out),
                   cwd=tmp_path, cache=numba_cache)
         if label == "cold":
             filled(numba_cache)
@@ -410,4 +420,4 @@ def test_chunks_built_by_four_threads_first_thing_in_a_fresh_process(tmp_path, n
             assert sorted(got.files) == sorted(want)
             for name, value in want.items():
                 assert got[name].dtype == value.dtype, name
-                assert np.array_equal(got[name], value), f"{label}: {name} differs"
+                assert got[name].tobytes() == value.tobytes(), f"{label}: {name} differs"
