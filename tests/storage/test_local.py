@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -623,3 +625,518 @@ async def test_inconsistent_metadata_is_caught_by_find(aloop, tmp_path, run_sync
         store.find(KEY)
     assert raised.value.path == path and path in str(raised.value)
     assert "recompute" in str(raised.value)
+
+
+# --------------------------------------------------------------------------- foreign folders
+
+STRAX_KEY = StorageKey("run1", "records", "vssavwforl")
+# strax's metadata file ends like this (sorted keys; see strax/storage/files.py).
+STRAX_METADATA_TAIL = '''    "lineage_hash": "vssavwforl",
+    "run_id": "run1",
+    "start": 0,
+    "strax_version": "2.2.3",
+    "writing_ended": 1796122641.26,
+    "writing_started": 1796122641.21
+}
+'''
+
+
+def strax_shaped_folder(root: pathlib.Path, name: str = STRAX_KEY.name, *,
+                        old_format: bool = False) -> pathlib.Path:
+    """A folder laid out as strax 2.2.3's DataDirectory writes one: chunk files
+    ``<type>-<hash>-NNNNNN`` and ``<type>-<hash>-metadata.json`` (``metadata.json``
+    in strax's old format), made by hand."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    prefix = "-".join(name.split("-")[1:]).removesuffix("_temp")
+    meta = '{\n    "chunks": [],\n    "compressor": "blosc",\n' + STRAX_METADATA_TAIL
+    (folder / ("metadata.json" if old_format else f"{prefix}-metadata.json")).write_text(meta)
+    for i in range(3):
+        (folder / f"{prefix}-{i:06d}").write_bytes(bytes([i]) * 200)
+    return folder
+
+
+def strax_data(root: pathlib.Path) -> StorageKey:
+    """Run strax itself (where it is installed) to write records of run1 into
+    ``root``; return the key of what it wrote."""
+    strax = pytest.importorskip("strax")
+
+    class Records(strax.Plugin):
+        provides = "records"
+        depends_on = ()
+        dtype = strax.record_dtype()
+        rechunk_on_save = False
+
+        def source_finished(self):
+            return True
+
+        def is_ready(self, chunk_i):
+            return chunk_i < 3
+
+        def compute(self, chunk_i):
+            r = np.zeros(5, self.dtype)
+            r["time"] = chunk_i
+            r["length"] = r["dt"] = 1
+            return self.chunk(start=chunk_i, end=chunk_i + 1, data=r)
+
+    st = strax.Context(storage=strax.DataDirectory(str(root)), register=[Records])
+    assert len(st.get_array("run1", "records")) == 15
+    key = st.key_for("run1", "records")
+    assert (root / str(key)).is_dir()
+    return StorageKey(key.run_id, key.data_type, key.lineage_hash)
+
+
+async def assert_foreign_is_left_alone(root: pathlib.Path, key: StorageKey, run_sync,
+                                       looks_like: str):
+    """find, list_stored, the writer, remove and collect_garbage treat the folder
+    of ``key`` as foreign: never loaded, called corrupted, changed or removed."""
+    store = DirectoryStore(root)
+    before = tree(root)
+    assert store.find(key) is None
+    listed = {e.key.name: e for e in store.list_stored()}
+    entry = listed[key.name]
+    assert entry.status == "foreign" and looks_like in entry.detail, entry
+    assert "corrupted" not in [e.status for e in listed.values()]
+    with pytest.raises(StraxioError, match=rf"{key.name}.* is not straxio's data "
+                                           r"\(.*another store") as raised:
+        await store.open_writer(key, metadata=metadata_for(straxio.testing.PEAK_DTYPE),
+                                run_sync=run_sync)
+    assert "delete" not in str(raised.value)
+    with pytest.raises(StraxioError, match="not straxio's data"):
+        store.remove(key)
+    assert store.collect_garbage(dry_run=True) == [
+        e for e in store.collect_garbage(dry_run=True) if e.status == "lock"]
+    store.collect_garbage()
+    after = tree(root)
+    # Nothing of it changed; only straxio's own lock file may have come and gone.
+    def theirs(t):
+        return {k: v for k, v in t.items() if not k.endswith(".lock") and k != "."}
+
+    assert theirs(after) == theirs(before)
+    assert store.find(key) is None
+
+
+async def test_data_written_by_strax_is_foreign_and_left_alone(aloop, tmp_path, run_sync):
+    key = await run_sync(strax_data, tmp_path)
+    await assert_foreign_is_left_alone(tmp_path, key, run_sync, "strax data (strax ")
+
+
+@pytest.mark.parametrize("variant", ["strax", "strax_old_format", "strax_temp"])
+async def test_a_strax_shaped_folder_is_foreign_and_left_alone(aloop, tmp_path, run_sync,
+                                                               variant):
+    name = STRAX_KEY.name + ("_temp" if variant == "strax_temp" else "")
+    strax_shaped_folder(tmp_path, name, old_format=variant == "strax_old_format")
+    key = _key = StorageKey(*name.split("-"))
+    assert _key.name == name
+    await assert_foreign_is_left_alone(tmp_path, key, run_sync, "strax data (strax 2.2.3")
+
+
+@pytest.mark.parametrize("make, looks_like", [
+    (lambda p: p.mkdir(), "an empty folder"),
+    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine")), "unknown: 1 entries"),
+    (lambda p: (p.mkdir(), (p / "metadata.json").write_text('{"mine": 1}'),
+                (p / "000000.zst").write_bytes(b"x"), (p / "plot.png").write_bytes(b"x")),
+     "'plot.png'"),
+    (lambda p: p.write_text("a file"), "a file, not a folder"),
+])
+async def test_unknown_things_under_a_keys_name_are_foreign(aloop, tmp_path, run_sync, make,
+                                                            looks_like):
+    make(tmp_path / KEY.name)
+    if (tmp_path / KEY.name).is_dir():
+        await assert_foreign_is_left_alone(tmp_path, KEY, run_sync, looks_like)
+        return
+    store = DirectoryStore(tmp_path)  # a file: not listed, never loaded or replaced
+    assert store.find(KEY) is None and store.list_stored() == []
+    with pytest.raises(StraxioError, match=f"{KEY.name} is not straxio's data .{looks_like}"):
+        await store.open_writer(KEY, metadata=metadata_for(straxio.testing.PEAK_DTYPE),
+                                run_sync=run_sync)
+    assert (tmp_path / KEY.name).read_text() == "a file"
+
+
+async def test_straxio_data_next_to_strax_data_is_found_and_listed(aloop, tmp_path, run_sync):
+    strax_shaped_folder(tmp_path)
+    chunks = peak_chunks(3)
+    store = DirectoryStore(tmp_path)
+    await write_chunks(store, chunks, run_sync)
+    assert_same_chunks(await load_chunks(store.find(KEY)), chunks)
+    assert [(e.key, e.status) for e in store.list_stored()] == \
+        [(STRAX_KEY, "foreign"), (KEY, "complete")]
+
+
+async def test_a_writer_refuses_to_publish_over_a_foreign_folder_that_appeared(
+        aloop, tmp_path, run_sync):
+    chunks = peak_chunks(3)
+    store = DirectoryStore(tmp_path)
+    writer = await store.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                     run_sync=run_sync)
+    for i, chunk in enumerate(chunks):
+        await writer.write(encode_chunk(chunk, i, 1))
+    foreign = strax_shaped_folder(tmp_path, KEY.name)  # strax wrote the same name meanwhile
+    before = tree(foreign)
+    with pytest.raises(StraxioError, match=r"cannot publish .* not straxio's data") as raised:
+        await writer.close(start=chunks[0].start, end=chunks[-1].end)
+    await writer.abort(raised.value)
+    assert tree(foreign) == before
+    assert store.find(KEY) is None
+    statuses = {e.location: e.status for e in store.list_stored()}
+    assert statuses == {str(foreign): "foreign", writer.temp: "failed"}
+
+
+async def test_straxio_data_with_damaged_metadata_is_still_straxios_and_corrupted(
+        aloop, tmp_path, run_sync):
+    # Only straxio's file names, metadata unreadable: straxio's, corrupted.
+    store, _ = await save(tmp_path, run_sync)
+    path = pathlib.Path(store.root, KEY.name, "metadata.json")
+    path.write_bytes(b"")  # e.g. lost in a crash
+    with pytest.raises(DataCorrupted, match=r"not valid JSON.*straxio rm"):
+        store.find(KEY)
+    assert [e.status for e in store.list_stored()] == ["corrupted"]
+    assert store.remove(KEY) == [str(pathlib.Path(store.root, KEY.name)),
+                                 str(pathlib.Path(store.root, KEY.name + ".lock"))]
+    assert os.listdir(store.root) == []
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda f: f.write_bytes(bytes([f.read_bytes()[0] ^ 1]) + f.read_bytes()[1:]),
+     "checksum"),
+    (lambda f: f.write_bytes(f.read_bytes()[:-7]), "truncated"),
+    (lambda f: f.write_bytes(f.read_bytes() + b"more"), "bytes, the metadata says"),
+    (lambda f: f.unlink(), "missing"),
+])
+async def test_verify_reads_every_chunk_file_and_names_the_bad_one(aloop, tmp_path, run_sync,
+                                                                   damage, match):
+    store, _ = await save(tmp_path, run_sync)
+    assert store.verify(KEY).chunks == store.find(KEY).chunks
+    assert store.verify(StorageKey("run_404", "peaks", "abcdef0123")) is None
+    damage(chunk_file(store, 2))
+    # The metadata still checks out: find and list do not read chunk files.
+    assert store.find(KEY) is not None
+    assert [e.status for e in store.list_stored()] == ["complete"]
+    for what in (KEY, store.find(KEY)):
+        with pytest.raises(DataCorrupted, match=match) as raised:
+            store.verify(what)
+        assert raised.value.path == str(chunk_file(store, 2))
+        assert raised.value.chunk_index == 2 and "straxio rm" in str(raised.value)
+    # The same verdict as loading.
+    with pytest.raises(DataCorrupted, match=match):
+        await load_chunks(store.find(KEY))
+
+
+async def test_verify_reads_big_files_in_blocks(aloop, tmp_path, run_sync, monkeypatch):
+    monkeypatch.setattr(local_module, "_VERIFY_BLOCK", 100)
+    store, _ = await save(tmp_path, run_sync)
+    assert all(c.file_size > 300 for c in store.find(KEY).chunks)
+    assert store.verify(KEY) is not None
+    f = chunk_file(store, 1)
+    raw = bytearray(f.read_bytes())
+    raw[-1] ^= 0x80  # in the last block
+    f.write_bytes(bytes(raw))
+    with pytest.raises(DataCorrupted, match=r"chunk 1 .*checksum"):
+        store.verify(KEY)
+
+
+# --------------------------------------------------------------------------- failure records
+
+
+async def test_the_failure_record_takes_no_byte_beyond_what_open_wrote(
+        aloop, tmp_path, run_sync):
+    chunks = peak_chunks(3)
+    store = DirectoryStore(tmp_path)
+    writer = await store.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                     run_sync=run_sync)
+    path = pathlib.Path(writer.temp, "metadata.json")
+    at_open = path.stat()
+    for i, chunk in enumerate(chunks):
+        await writer.write(encode_chunk(chunk, i, 1))
+    huge = "x" * (2 * local_module.FAILURE_ROOM)  # cannot fit: cut from the front
+    await writer.abort(ValueError(f"start of the message {huge} end of the message"))
+    now = path.stat()
+    assert (now.st_ino, now.st_size, now.st_blocks) == \
+        (at_open.st_ino, at_open.st_size, at_open.st_blocks)  # overwritten in place
+    assert sorted(os.listdir(writer.temp)) == \
+        ["000000.zst", "000001.zst", "000002.zst", "journal.jsonl", "metadata.json"]
+    meta = json.loads(path.read_text())
+    assert meta["status"] == "failed" and meta["chunks_written"] == 3
+    assert "chunks" not in meta  # left out for room; the journal has them
+    assert meta["error"]["type"] == "builtins.ValueError"
+    assert meta["error"]["message"].endswith("x end of the message")
+    assert meta["error"]["message"].startswith("[")  # says how much was cut
+    (entry,) = store.list_stored()
+    assert entry.status == "failed" and "ValueError: [" in entry.detail
+
+
+async def test_a_failure_record_that_cannot_be_written_is_a_rename(
+        aloop, tmp_path, run_sync, monkeypatch):
+    # As on a copy-on-write file system, where overwriting needs new blocks too.
+    chunks = peak_chunks(3)
+    store = DirectoryStore(tmp_path)
+    writer = await store.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                     run_sync=run_sync)
+    await writer.write(encode_chunk(chunks[0], 0, 1))
+
+    def no_space(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    await writer.abort(OSError(28, "No space left on device"))
+    monkeypatch.undo()
+    assert sorted(os.listdir(writer.temp)) == \
+        ["000000.zst", "journal.jsonl", "metadata.failed.json"]
+    (entry,) = store.list_stored()
+    assert (entry.key, entry.status) == (KEY, "failed")
+    assert "could not be recorded" in entry.detail
+    # The next writer takes it as a leftover.
+    await write_chunks(store, chunks, run_sync)
+    assert temps(tmp_path) == [] and [e.status for e in store.list_stored()] == ["complete"]
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 2 MB tmpfs of this test's own, unmounted afterwards."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                              capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip("no mount command here")
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        busy = subprocess.run(["umount", str(mount)], capture_output=True, text=True,
+                              timeout=30)
+        if busy.returncode:  # a file left open in it: detach it anyway, then fail
+            subprocess.run(["umount", "-l", str(mount)], check=True, timeout=30)
+            pytest.fail(f"the tmpfs was busy (a file left open?): {busy.stderr.strip()}")
+
+
+NOISE_DTYPE = np.dtype([*straxio.time_fields(), (("random bytes", "payload"), np.uint8, 1000)])
+
+
+class Noise(straxio.Plugin):
+    """Rows of random (incompressible) bytes: ``noise_kb`` kB per chunk."""
+
+    __version__ = "0.1.0"
+    provides = "noise"
+    dtype = NOISE_DTYPE
+    rechunk_on_save = False
+    noise_chunks = straxio.Option(default=4, type=int, help="chunks")
+    noise_kb = straxio.Option(default=100, type=int, help="kB per chunk")
+
+    def run_range(self, run_id):
+        return (0, 1000 * self.noise_chunks)
+
+    async def source(self, run_id):
+        rng = np.random.default_rng(sum(map(ord, run_id)))
+        for i in range(self.noise_chunks):
+            x = np.zeros(self.noise_kb, NOISE_DTYPE)
+            x["time"] = i * 1000 + np.arange(self.noise_kb) * (1000 // self.noise_kb)
+            x["endtime"] = x["time"] + 1
+            x["payload"] = rng.integers(0, 256, x["payload"].shape, dtype=np.uint8)
+            yield self.chunk(start=i * 1000, end=(i + 1) * 1000, data=x)
+
+
+class Total(straxio.Plugin):
+    """A small type downstream of the noise (a sum per row)."""
+
+    __version__ = "0.1.0"
+    depends_on = "noise"
+    provides = "total"
+    dtype = np.dtype([*straxio.time_fields(), ("total", np.int64)])
+
+    def compute(self, noise):
+        out = np.zeros(len(noise), self.dtype)
+        out["time"], out["endtime"] = noise["time"], noise["endtime"]
+        out["total"] = noise["payload"].sum(axis=1)
+        return out
+
+
+async def test_a_save_that_fills_the_disk_is_failed_and_harms_nothing_else(aloop, tmpfs):
+    root = tmpfs / "store"
+
+    def context(chunks):
+        return straxio.Context(storage=str(root), register=[Noise, Total],
+                               config={"noise_chunks": chunks, "noise_kb": 100})
+
+    small = await context(2).get_array_async("small", "total")  # data that must survive
+    store = DirectoryStore(root)
+    kept = tree(root)
+    del kept["."]
+    # The test's own file, outside the store, leaves 300 kB free.
+    filler = tmpfs / "filler"
+    free = os.statvfs(tmpfs).f_bavail * os.statvfs(tmpfs).f_frsize
+    filler.write_bytes(b"\1" * (free - 300_000))
+    with pytest.raises(OSError) as raised:
+        await context(6).get_array_async("big", "total")  # 6 chunks of 100 kB do not fit
+    assert raised.value.errno == errno.ENOSPC
+    # The note names the saver that hit the full disk first (either type).
+    where = re.search(r"in save:(noise|total) for run 'big'", raised.value.__notes__[0])
+    assert where, raised.value.__notes__
+    listed = {(e.key.run_id, e.key.data_type): e for e in store.list_stored()}
+    failed = listed[("big", where[1])]
+    assert failed.status == "failed", failed
+    assert "OSError: [Errno 28] No space left on device" in failed.detail
+    assert listed[("big", "noise")].status == "failed"  # 600 kB never fit
+    # total is complete if its saver published before the noise's failed: its
+    # input was computed whole; only saving the noise failed.
+    assert listed[("big", "total")].status in ("failed", "complete")
+    # Nothing that was there before changed.
+    assert {(k[0], k[1]): e.status for k, e in listed.items() if k[0] == "small"} == \
+        {("small", "noise"): "complete", ("small", "total"): "complete"}
+    after = tree(root)
+    assert {k: after.get(k) for k in kept} == kept
+    assert store.verify(listed[("small", "noise")].key) is not None
+    np.testing.assert_array_equal(await context(2).get_array_async("small", "total"), small)
+    # With room again, the same run works (its leftovers are cleaned first).
+    filler.unlink()
+    big = context(6)
+    assert len(await big.get_array_async("big", "noise")) == 600
+    assert len(await big.get_array_async("big", "total")) == 600
+    assert big.is_stored("big", "noise") and big.is_stored("big", "total")
+    assert {e.status for e in store.list_stored()} == {"complete"}
+
+
+# --------------------------------------------------------------------------- remove and gc
+
+
+def rows(chunks) -> list[tuple[int, int, bytes]]:
+    return [(c.start, c.end, c.data.tobytes()) for c in chunks]
+
+
+async def leftovers_of_every_kind(root: pathlib.Path, run_sync):
+    """A store with complete, corrupted, failed, stale, writing and foreign
+    entries, and previous data left by a replace; returns the store, the
+    open writer and the keys by status."""
+    store = DirectoryStore(root)
+    chunks = peak_chunks(3)
+    keys = {s: StorageKey(f"run_{s}", "peaks", "abcdef0123") for s in
+            ("complete", "corrupted", "failed", "stale", "writing", "replaced")}
+    for key in keys.values():
+        await write_chunks(store, chunks, run_sync, key=key)
+    (root / keys["corrupted"].name / "metadata.json").write_text("{")
+    for status in ("failed", "stale", "writing"):
+        store.remove(keys[status])  # the complete data written above
+        writer = await store.open_writer(keys[status], metadata=metadata_for(chunks[0].dtype),
+                                         run_sync=run_sync)
+        await writer.write(encode_chunk(chunks[0], 0, 1))
+        if status == "failed":
+            await writer.abort(ValueError("it broke"))
+        elif status == "stale":  # as if killed: the kernel drops the lock
+            writer._lock.release()
+            writer._journal.close()
+        else:
+            open_writer = writer
+    replaced = root / keys["replaced"].name
+    shutil.copytree(replaced, root / (keys["replaced"].name + ".old"))  # crash before delete
+    strax_shaped_folder(root)
+    statuses = sorted((e.key.run_id, e.status) for e in store.list_stored())
+    assert statuses == [("run1", "foreign"), ("run_complete", "complete"),
+                        ("run_corrupted", "corrupted"), ("run_failed", "failed"),
+                        ("run_replaced", "complete"), ("run_replaced", "stale"),
+                        ("run_stale", "stale"), ("run_writing", "writing")], statuses
+    return store, open_writer, keys
+
+
+async def test_gc_removes_failed_and_stale_leftovers_and_free_lock_files_only(
+        aloop, tmp_path, run_sync):
+    root = tmp_path / "store"
+    store, writer, keys = await leftovers_of_every_kind(root, run_sync)
+    before = tree(root)
+    would = store.collect_garbage(dry_run=True)
+    assert tree(root) == before  # a dry run changes nothing
+    assert sorted((e.key.run_id, e.status) for e in would if e.status != "lock") == \
+        [("run_failed", "failed"), ("run_replaced", "stale"), ("run_stale", "stale")]
+    # Lock files of every key but the one being written.
+    assert sorted(e.key.run_id for e in would if e.status == "lock") == \
+        sorted(k.run_id for s, k in keys.items() if s != "writing")
+    removed = store.collect_garbage()
+    assert sorted((e.location, e.status) for e in removed) == \
+        sorted((e.location, e.status) for e in would)
+    assert sorted((e.key.run_id, e.status) for e in store.list_stored()) == \
+        [("run1", "foreign"), ("run_complete", "complete"), ("run_corrupted", "corrupted"),
+         ("run_replaced", "complete"), ("run_writing", "writing")]
+    assert sorted(p.name for p in root.glob("*.lock")) == [keys["writing"].name + ".lock"]
+    assert store.collect_garbage() == []
+    # The writer goes on undisturbed: its lock file is the one it locked.
+    lock = os.stat(root / (keys["writing"].name + ".lock"))
+    assert (lock.st_dev, lock.st_ino) == writer._lock.ident
+    with pytest.raises(KeyLocked):
+        await store.open_writer(keys["writing"],
+                                metadata=metadata_for(straxio.testing.PEAK_DTYPE),
+                                run_sync=run_sync)
+    chunks = peak_chunks(3)
+    for i, chunk in enumerate(chunks[1:], 1):
+        await writer.write(encode_chunk(chunk, i, 1))
+    await writer.close(start=chunks[0].start, end=chunks[-1].end)
+    assert rows(await load_chunks(store.find(keys["writing"]))) == rows(chunks)
+    # Complete data is untouched, and so is the foreign folder.
+    for status in ("complete", "replaced"):
+        assert rows(await load_chunks(store.find(keys[status]))) == rows(chunks)
+    assert {k: v for k, v in tree(root).items() if k.startswith(STRAX_KEY.name)} == \
+        {k: v for k, v in before.items() if k.startswith(STRAX_KEY.name)}
+
+
+async def test_remove_takes_data_and_leftovers_of_one_key_never_while_written(
+        aloop, tmp_path, run_sync):
+    root = tmp_path / "store"
+    store, writer, keys = await leftovers_of_every_kind(root, run_sync)
+    for status in ("complete", "corrupted", "failed", "stale"):
+        key = keys[status]
+        removed = store.remove(key)
+        assert removed and all(key.name in p for p in removed)
+        assert not [p for p in os.listdir(root) if p.startswith(key.name)]
+        assert store.remove(key) == []
+    assert sorted(store.remove(keys["replaced"])) == \
+        [str(root / keys["replaced"].name), str(root / (keys["replaced"].name + ".lock")),
+         str(root / (keys["replaced"].name + ".old"))]
+    before = tree(root)
+    with pytest.raises(KeyLocked, match="being written"):
+        store.remove(keys["writing"])
+    assert tree(root) == before
+    await writer.abort()
+    with pytest.raises(StraxioError, match="read-only"):
+        DirectoryStore(root, readonly=True).remove(keys["writing"])
+    assert DirectoryStore(tmp_path / "nothing").remove(KEY) == []
+    assert not (tmp_path / "nothing").exists()
+
+
+async def test_a_writer_that_locked_a_deleted_lock_file_starts_over(
+        aloop, tmp_path, run_sync, monkeypatch):
+    # The writer's half of the protocol that lets gc delete lock files: a
+    # writer that opened the lock file just before gc unlinked it (holding
+    # the lock) gets its flock on the orphan, sees that the path names
+    # another file now, and locks the file at the path instead.
+    store = DirectoryStore(tmp_path)
+    path = tmp_path / f"{KEY.name}.lock"
+    path.touch()
+    orphan = os.open(path, os.O_RDWR)
+    path.unlink()  # gc, holding the lock, deletes it
+    real_open = os.open
+    opened = []
+
+    def open_(p, flags, *args):
+        opened.append(os.fspath(p))
+        if os.fspath(p) == str(path) and len(opened) == 1:
+            return os.dup(orphan)  # opened before the unlink
+        return real_open(p, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_)
+    writer = await store.open_writer(KEY, metadata=metadata_for(straxio.testing.PEAK_DTYPE),
+                                     run_sync=run_sync)
+    monkeypatch.undo()
+    os.close(orphan)
+    at_path = os.stat(path)
+    assert writer._lock.ident == (at_path.st_dev, at_path.st_ino)
+    assert opened.count(str(path)) == 2
+    with pytest.raises(KeyLocked):
+        await store.open_writer(KEY, metadata=metadata_for(straxio.testing.PEAK_DTYPE),
+                                run_sync=run_sync)
+    await writer.abort()

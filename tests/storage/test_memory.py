@@ -7,7 +7,7 @@ import json
 import pytest
 
 from straxio.exceptions import DataCorrupted, KeyLocked, StraxioError
-from straxio.storage import MemoryStore, Store, encode_chunk
+from straxio.storage import MemoryStore, StorageKey, Store, encode_chunk
 
 from .helpers import KEY, assert_same_chunks, load_chunks, metadata_for, peak_chunks, write_chunks
 
@@ -110,3 +110,40 @@ async def test_reader_of_replaced_data_gets_an_error_not_the_new_bytes(aloop, ru
     with pytest.raises(DataCorrupted, match="replaced"):
         await load_chunks(old)
     assert_same_chunks(await load_chunks(store.find(KEY)), new_chunks)
+
+
+async def test_verify_checks_every_payload_without_loading(aloop, run_sync):
+    chunks = peak_chunks(3, empty=False)
+    store = MemoryStore(name="mem")
+    stored = await write_chunks(store, chunks, run_sync)
+    assert store.verify(KEY).chunks == stored.chunks
+    assert store.verify(StorageKey("other", "peaks", "abcdef0123")) is None
+    payloads = store._complete[KEY.name].payloads
+    info = stored.chunks[2]
+    payloads[info.filename] = payloads[info.filename][:-3]
+    with pytest.raises(DataCorrupted, match="truncated") as raised:
+        store.verify(KEY)
+    assert raised.value.chunk_index == 2 and ".remove(key)" in str(raised.value)
+
+
+async def test_remove_and_collect_garbage_never_touch_a_key_being_written(aloop, run_sync):
+    chunks = peak_chunks(3)
+    store = MemoryStore(name="mem")
+    failed, writing = (StorageKey(r, "peaks", "abcdef0123") for r in ("failed", "writing"))
+    await write_chunks(store, chunks, run_sync)
+    writer = await store.open_writer(failed, metadata=metadata_for(chunks[0].dtype),
+                                     run_sync=run_sync)
+    await writer.abort(ValueError("no"))
+    other = await store.open_writer(writing, metadata=metadata_for(chunks[0].dtype),
+                                    run_sync=run_sync)
+    assert [(e.key, e.status) for e in store.collect_garbage(dry_run=True)] == \
+        [(failed, "failed")]
+    assert len(store.list_stored()) == 3
+    assert [e.key for e in store.collect_garbage()] == [failed]
+    assert store.failed_metadata(failed) is None
+    with pytest.raises(KeyLocked, match="being written"):
+        store.remove(writing)
+    location = store.find(KEY).location
+    assert store.remove(KEY) == [location]
+    assert store.find(KEY) is None and store.remove(KEY) == []
+    await other.abort()

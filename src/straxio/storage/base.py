@@ -103,7 +103,12 @@ class StoredEntry:
     """One row of :meth:`Store.list_stored`."""
 
     key: StorageKey
-    status: str  # "complete", "writing" (lock held), "failed", "stale" (writer gone)
+    #: "complete"; "corrupted" (its metadata does not check out); "writing"
+    #: (a writer holds the key now); "failed" (the writer recorded its
+    #: error); "stale" (the writer is gone); "foreign" (named like data but
+    #: not straxio's, e.g. strax's: never read, changed or removed);
+    #: "lock" (a lock file, only in what ``collect_garbage`` returns)
+    status: str
     location: str
     detail: str = ""
 
@@ -155,3 +160,23 @@ class Store(abc.ABC):
     def chunk_path(self, stored: StoredData, info: ChunkInfo) -> str:
         """Where a chunk lives, for messages."""
         return f"{stored.location}/{info.filename}"
+
+    def recompute_hint(self, key: StorageKey, location: str) -> str:
+        """How to get rid of corrupted data of ``key`` at ``location`` and
+        recompute it, for messages."""
+        return (f"delete {location} with this store's remove(key), or use another store, "
+                "and run again to recompute it")
+
+    def verify(self, key: StorageKey | StoredData) -> StoredData | None:
+        """Check every chunk of complete data against its metadata (size and
+        checksum); None if nothing is stored. Raises DataCorrupted."""
+        raise NotImplementedError(f"{type(self).__name__} cannot verify its data")
+
+    def remove(self, key: StorageKey) -> list[str]:
+        """Remove a key's data and leftovers (never while it is written: KeyLocked);
+        returns what was removed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot remove data")
+
+    def collect_garbage(self, *, dry_run: bool = False) -> list[StoredEntry]:
+        """Remove failed and stale leftovers of writes; returns them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot collect garbage")

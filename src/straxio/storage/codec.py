@@ -53,6 +53,7 @@ __all__ = [
     "COMPRESSOR",
     "DEFAULT_LEVEL",
     "ChunkEncoder",
+    "check_size_and_checksum",
     "chunk_filename",
     "decode_chunk",
     "dtype_from_json",
@@ -346,9 +347,8 @@ class ChunkEncoder:
 
 
 def recompute_hint(stored: StoredData) -> str:
-    """How to get rid of corrupted data, for messages."""
-    return (f"delete {stored.location} (or use another store) and run again to "
-            "recompute it")
+    """How to get rid of corrupted data, for messages (the store says how)."""
+    return stored.store.recompute_hint(stored.key, stored.location)
 
 
 def _corrupted(stored: StoredData, info: ChunkInfo, problem: str) -> DataCorrupted:
@@ -357,6 +357,24 @@ def _corrupted(stored: StoredData, info: ChunkInfo, problem: str) -> DataCorrupt
         f"stored {stored.key.data_type!r} of run {stored.key.run_id!r} is corrupted: "
         f"chunk {info.index} ({path}): {problem}; {recompute_hint(stored)}",
         path=path, chunk_index=info.index)
+
+
+def check_size_and_checksum(stored: StoredData, info: ChunkInfo, size: int, crc: int) -> None:
+    """Check a chunk file's size and crc32 (of its compressed bytes, as
+    ``zlib.crc32`` gives it) against its metadata.
+
+    Raises
+    ------
+    DataCorrupted
+        Naming the file and the chunk, as :func:`decode_chunk`.
+    """
+    if size != info.file_size:
+        raise _corrupted(stored, info, f"the file has {size} bytes, the metadata says "
+                         f"{info.file_size} (truncated or overwritten)")
+    checksum = f"crc32:{crc & 0xFFFFFFFF:08x}"
+    if checksum != info.checksum:
+        raise _corrupted(stored, info, f"checksum {checksum} does not match {info.checksum} "
+                         "in the metadata (the file was altered)")
 
 
 def check_payload(stored: StoredData, info: ChunkInfo,
@@ -370,13 +388,7 @@ def check_payload(stored: StoredData, info: ChunkInfo,
     DataCorrupted
         As :func:`decode_chunk`.
     """
-    if len(payload) != info.file_size:
-        raise _corrupted(stored, info, f"the file has {len(payload)} bytes, the metadata says "
-                         f"{info.file_size} (truncated or overwritten)")
-    checksum = format_checksum(payload)
-    if checksum != info.checksum:
-        raise _corrupted(stored, info, f"checksum {checksum} does not match {info.checksum} "
-                         "in the metadata (the file was altered)")
+    check_size_and_checksum(stored, info, len(payload), zlib.crc32(payload))
     itemsize = stored.dtype.itemsize
     if info.nbytes != info.rows * itemsize:
         raise _corrupted(stored, info, f"the metadata says {info.rows} rows of {itemsize} "
@@ -466,7 +478,7 @@ def decode_chunk(stored: StoredData, info: ChunkInfo, payload: bytes) -> Chunk:
     DataCorrupted
         If the size, checksum, decompression, byte or row count, or the rows
         themselves do not match the metadata. The message names the file, the
-        chunk index and what to delete to recompute.
+        chunk index and how to remove it to recompute.
     """
     frames = check_payload(stored, info, payload)
     out = np.empty(info.nbytes, np.uint8)
@@ -545,8 +557,7 @@ def stored_data_from_metadata(store: Store, key: StorageKey, location: str, meta
     def corrupted(problem: str, index: int | None = None) -> DataCorrupted:
         return DataCorrupted(
             f"stored {key.data_type!r} of run {key.run_id!r} has bad metadata ({path}): "
-            f"{problem}; delete {location} (or use another store) and run again to "
-            "recompute it", path=path, chunk_index=index)
+            f"{problem}; {store.recompute_hint(key, location)}", path=path, chunk_index=index)
 
     if not isinstance(metadata, dict):
         raise corrupted(f"expected a JSON object, got {type(metadata).__name__}")

@@ -5,7 +5,7 @@ Layout of a store rooted at ``<root>``::
     <root>/<key>/                     complete data, published
         metadata.json                 everything about the data, chunks included
         000000.zst  000001.zst ...    one zstandard file per chunk
-    <root>/<key>.lock                 the key's lock file (flock); kept forever
+    <root>/<key>.lock                 the key's lock file (flock), an empty file
     <root>/<key>.tmp-<pid>-<hex>/     being written, failed, or left by a killed writer
         metadata.json                 status "writing" (or "failed" with the error)
         journal.jsonl                 one line per chunk written so far
@@ -14,13 +14,44 @@ Layout of a store rooted at ``<root>``::
 
 ``<key>`` is :attr:`StorageKey.name`, ``<run_id>-<data_type>-<lineage_hash>``.
 
+Whose folder is it
+------------------
+A store's folder may hold other things than straxio's: strax names its
+data folders ``<run_id>-<data_type>-<lineage_hash>`` too (with the same
+lineage hash for the same lineage), and a user may keep anything there.
+Such folders are *foreign*: :meth:`DirectoryStore.find` does not load them
+(it returns None, as for a missing key), :meth:`~DirectoryStore.list_stored`
+lists a foreign folder named like a key with status ``"foreign"`` and what
+it looks like, and nothing in this module ever renames, replaces or deletes
+one: a writer whose key's folder is foreign refuses (saying to use another
+store), and :meth:`~DirectoryStore.remove` and
+:meth:`~DirectoryStore.collect_garbage` leave it alone.
+
+A folder is straxio's if, and only if,
+
+* its ``metadata.json`` is a JSON object with an integer ``"layout"`` (the
+  store writes it into every metadata file, from the first version on;
+  strax's metadata has no such field, and strax names its metadata file
+  ``<data_type>-<lineage_hash>-metadata.json``), or
+* its ``metadata.json`` is missing or unreadable, it holds no strax metadata,
+  and every entry in it has a name that straxio writes there
+  (``metadata.json``, ``metadata.json.tmp``, ``metadata.failed.json``,
+  ``journal.jsonl``, ``NNNNNN.zst``), and there is at least one: straxio
+  data whose metadata was damaged, which is ``"corrupted"``.
+
+Everything else is foreign: strax's data (a strax metadata file, strax's
+chunk files, strax's ``_temp`` folders), an empty folder, a file where a
+folder was expected, anything unknown.
+
 Writing
 -------
 A writer takes the key's lock (below), then writes into its own temporary
 folder. At open, ``metadata.json`` gets status ``"writing"``, the writer's
-pid, host and start time and the caller's metadata. Each chunk is written
-with aiofiles and fsynced; only then is its :class:`ChunkInfo` appended as
-one line to ``journal.jsonl``, which is fsynced too. So the journal only
+pid, host and start time and the caller's metadata, followed by blanks
+that reserve room for the failure record (below). Each chunk file is
+written, fsynced and closed in one call in an IO thread; only then is its
+:class:`ChunkInfo` appended as one line to ``journal.jsonl``, which is
+fsynced too. So the journal only
 names durable chunk files, and the metadata costs O(1) bytes per chunk:
 nothing is rewritten per chunk (strax rewrites its whole metadata file
 after every chunk, which is quadratic in the number of chunks).
@@ -70,6 +101,38 @@ A reader that is loading the old data while it is replaced sees its files
 vanish and gets :class:`~straxio.exceptions.DataCorrupted` for the next
 chunk; replacing a key means recomputing the same lineage, which is rare.
 
+Failures, a full disk included
+------------------------------
+:meth:`Writer.abort` records the failure in the temporary folder: status
+``"failed"`` and the exception (type, message, traceback) in
+``metadata.json``, which ``list_stored`` then shows as ``"failed"``. A
+save fails most often because the disk is full, and then no new block can
+be had. So the record is written over ``metadata.json`` in place, inside
+the bytes that the header and its blanks took at open (the header plus
+:data:`FAILURE_ROOM`), never past its end: the file's blocks were allocated
+when the disk still had room, and overwriting them needs no new ones
+(on ext4, XFS, tmpfs and other file systems that overwrite in place). If
+the record does not fit, the chunk list is left out (the journal has it),
+then the traceback and the message are shortened from the front. If even
+that write fails (a copy-on-write file system, such as btrfs or ZFS, needs
+new blocks for it), ``metadata.json`` is renamed to
+``metadata.failed.json``: a rename needs no data block, and that name alone
+marks the write as failed (the error itself is then lost; the caller still
+gets it). The record is not fsynced: after a crash a temporary folder is
+never trusted anyway.
+
+Removing data and leftovers
+---------------------------
+:meth:`DirectoryStore.remove` removes a key's data and leftovers;
+:meth:`DirectoryStore.collect_garbage` removes every failed or stale
+leftover and the lock files no writer holds (``straxio rm`` and ``straxio
+gc`` call them). Both hold the key's lock while they remove anything of it,
+so they never touch a key that is being written (it shows as ``"writing"``
+and is skipped, or :class:`~straxio.exceptions.KeyLocked` for ``remove``),
+and they only remove what is straxio's (above). A folder is renamed to a
+temporary name before it is deleted, so it never exists half deleted under
+its key's name.
+
 Locks
 -----
 The writer holds ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``<root>/<key>.lock``
@@ -78,11 +141,28 @@ so a SIGKILLed writer never blocks the next one; its temporary folder is
 then "stale". ``flock`` locks belong to an open file description, so a
 second writer in the same process conflicts too; a process-local registry
 of held locks (by device and inode) covers file systems where ``flock`` is
-emulated by POSIX locks, which do not conflict within a process (NFS). Lock
-files are never deleted: deleting a lock file while another process is
-about to lock it would let two writers hold "the" lock. Do not delete them
-while a writer may run. A process forked (not spawned) while holding a lock
-keeps it held until the child exits too.
+emulated by POSIX locks, which do not conflict within a process (NFS). A
+process forked (not spawned) while holding a lock keeps it held until the
+child exits too.
+
+Deleting a lock file by hand is unsafe: if a writer holds it, the next
+writer creates a new file at the path, locks that one, and two writers hold
+"the" lock. Lock files are therefore deleted only
+by :meth:`DirectoryStore.remove` and :meth:`DirectoryStore.collect_garbage`,
+which follow a protocol that makes it safe (every straxio version follows
+the writer's half of it):
+
+* the deleter unlinks a lock file only while it holds the flock on it,
+  and does nothing more to the key after the unlink;
+* a writer, after its flock succeeded, checks that the path still names the
+  file it locked (same device and inode); if not (the file was deleted, and
+  maybe created anew, meanwhile) it drops that lock and starts over.
+
+So a lock that a writer holds is always on the file at the path: nobody can
+unlink that file while the writer holds its flock, and every other writer
+opens that same file and fails to lock it. The deleter never unlinks a file
+it did not lock, so a writer that holds the lock never loses it. Only empty
+regular files named ``<key>.lock`` are deleted.
 
 Because the next writer holds the lock, every temporary folder of its key
 is a leftover (failed or stale); it deletes them before it starts.
@@ -91,25 +171,30 @@ is a leftover (failed or stale); it deletes them before it starts.
 starts in that instant retries twice before it reports
 :class:`~straxio.exceptions.KeyLocked`.
 
-IO runs off the event loop: chunk files through aiofiles, everything
-aiofiles lacks (fsync, rename, lock, small metadata files written and
-fsynced in one go) through the ``run_sync`` callable the processor passes
-to :meth:`DirectoryStore.open_writer`. :meth:`find` and :meth:`list_stored`
-are synchronous: they read one small file per key.
+IO runs off the event loop: chunk files are read through aiofiles; writes
+(a chunk file written, fsynced and closed in one call), fsync, rename,
+locks and small metadata files go through the ``run_sync`` callable the
+processor passes to :meth:`DirectoryStore.open_writer` (its IO threads).
+:meth:`find` and :meth:`list_stored` are synchronous: they read one small
+file per key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import threading
+import time
+import zlib
 from typing import Any
 
 import aiofiles
@@ -125,18 +210,36 @@ from .base import (
     StoredEntry,
     Writer,
 )
-from .codec import error_json, now_text, recompute_hint, stored_data_from_metadata, writing_header
+from .codec import (
+    check_size_and_checksum,
+    error_json,
+    now_text,
+    recompute_hint,
+    stored_data_from_metadata,
+    writing_header,
+)
 
 __all__ = ["DirectoryStore"]
 
 log = logging.getLogger(__name__)
 
 METADATA = "metadata.json"
+#: ``metadata.json`` renamed by a writer that failed and could not write its
+#: failure record (see "Failures" in the module docstring).
+FAILED_METADATA = "metadata.failed.json"
 JOURNAL = "journal.jsonl"
+#: Bytes reserved after the header at open, for the failure record.
+FAILURE_ROOM = 32 * 1024
 #: Version of the folder layout, written into every metadata file.
 LAYOUT_VERSION = 1
 
 _TEMP_RE = re.compile(r"(?P<key>.+)\.tmp-(?P<unique>\d+-[0-9a-f]{8})")
+# Names straxio writes inside a key's folder (chunk_filename pads to 6 digits).
+_OWN_FILES = frozenset({METADATA, METADATA + ".tmp", FAILED_METADATA, JOURNAL})
+_CHUNK_FILE_RE = re.compile(r"\d{6,}\.zst")
+_STRAX_METADATA_RE = re.compile(r".+-metadata\.json")
+_STRAX_VERSION_RE = re.compile(rb'"strax_version"\s*:\s*"([^"]{1,40})"')
+_VERIFY_BLOCK = 1 << 20  # bytes read at a time by verify()
 _LOCK_RETRIES = 2
 _LOCK_RETRY_DELAY = 0.02  # s; see "Locks" in the module docstring
 
@@ -163,13 +266,23 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def _write_file(path: str, data: bytes, *, fsync: bool = True) -> None:
-    """Create or truncate ``path`` and write ``data`` to it (fsynced)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
+def _write_all(path: str, data: bytes, fsync: bool) -> None:
+    with open(path, "wb", buffering=0) as f:
+        view = memoryview(data)
+        while view:
+            view = view[f.write(view):]
         if fsync:
             os.fsync(f.fileno())
+
+
+def _write_file(path: str, data: bytes, *, fsync: bool = True) -> None:
+    """Create or truncate ``path`` and write ``data`` to it (fsynced)."""
+    _write_all(path, data, fsync)
+
+
+def _write_chunk_file(path: str, payload: bytes) -> None:
+    """Write a chunk file, fsync and close it."""
+    _write_all(path, payload, True)
 
 
 def _append(journal: _Journal, data: bytes) -> None:
@@ -341,6 +454,118 @@ def _key_from_metadata(meta: Any) -> StorageKey | None:
     return StorageKey(run_id, data_type, lineage_hash)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Folder:
+    """What :func:`_inspect` found in a folder under the root."""
+
+    ours: bool
+    #: straxio's parsed metadata (None if unreadable or foreign)
+    meta: Any = None
+    #: why straxio's metadata could not be read ("" if it could)
+    problem: str = ""
+    #: the writer renamed its metadata to FAILED_METADATA (see "Failures")
+    failed_marker: bool = False
+    #: for a foreign folder: what it looks like
+    looks_like: str = ""
+
+
+def _strax_version(path: str) -> str | None:
+    """strax's version from the end of its metadata file (strax writes its
+    JSON with sorted keys, so ``strax_version`` is near the end), or None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            tail = f.read()
+    except OSError:
+        return None
+    found = _STRAX_VERSION_RE.findall(tail)
+    return found[-1].decode(errors="replace") if found else None
+
+
+def _inspect(location: str) -> _Folder:
+    """Whose is the folder at ``location``? See "Whose folder is it" in the
+    module docstring. Reads at most two small files; changes nothing."""
+    if not os.path.isdir(location):
+        what = "a symbolic link" if os.path.islink(location) else "a file"
+        return _Folder(False, looks_like=f"{what}, not a folder")
+    meta, problem = _read_json(os.path.join(location, METADATA))
+    if isinstance(meta, dict) and type(meta.get("layout")) is int:
+        return _Folder(True, meta)
+    failed_marker = False
+    if problem == "missing":
+        marked, _ = _read_json(os.path.join(location, FAILED_METADATA))
+        if isinstance(marked, dict) and type(marked.get("layout")) is int:
+            return _Folder(True, marked, failed_marker=True)
+    try:
+        names = sorted(os.listdir(location))
+    except OSError as e:
+        return _Folder(False, looks_like=f"unreadable ({e.strerror or e})")
+    strax_meta = [n for n in names if _STRAX_METADATA_RE.fullmatch(n)]
+    if strax_meta or (isinstance(meta, dict) and "strax_version" in meta):
+        path = os.path.join(location, strax_meta[0] if strax_meta else METADATA)
+        version = _strax_version(path)
+        what = f"strax data (strax {version})" if version else "strax data"
+        if location.endswith("_temp"):
+            what += ", incomplete: being written by strax or left by a failed strax run"
+        return _Folder(False, looks_like=what)
+    if names and all(n in _OWN_FILES or _CHUNK_FILE_RE.fullmatch(n) for n in names):
+        if meta is not None and not problem:
+            problem = "no integer 'layout' field (not metadata that straxio wrote)"
+        return _Folder(True, meta if isinstance(meta, dict) else None, problem,
+                       failed_marker)
+    if not names:
+        return _Folder(False, looks_like="an empty folder")
+    others = [n for n in names if not (n in _OWN_FILES or _CHUNK_FILE_RE.fullmatch(n))]
+    example = ", ".join(repr(n) for n in others[:2]) + (", ..." if len(others) > 2 else "")
+    return _Folder(False, looks_like=f"unknown: {len(names)} entries, not straxio's "
+                                     f"(e.g. {example})")
+
+
+def _failure_record(header: dict, exc: BaseException | None, chunks: list[ChunkInfo],
+                    size: int) -> bytes | None:
+    """The failure metadata as at most ``size`` bytes, or None if even the
+    shortest form does not fit (see "Failures" in the module docstring)."""
+    error = error_json(exc)
+    meta = dict(header, status="failed", error=error, chunks=[c.to_json() for c in chunks])
+    meta["writer"] = dict(header["writer"], failed=now_text())
+    data = _metadata_bytes(meta)
+    if len(data) <= size:
+        return data
+    del meta["chunks"]  # the journal has them
+    meta["chunks_written"] = len(chunks)
+    for field in ("traceback", "message"):
+        data = _metadata_bytes(meta)
+        excess = len(data) - size
+        if excess <= 0:
+            return data
+        text = error[field] or ""
+        # JSON-escaping only makes a character longer, so cutting `excess`
+        # characters (and a marker's worth more) is enough.
+        keep = max(0, len(text) - excess - 40)
+        error[field] = f"[{len(text) - keep} characters cut] " + text[len(text) - keep:]
+    data = _metadata_bytes(meta)
+    return data if len(data) <= size else None
+
+
+def _overwrite_in_place(path: str, make: Any) -> bool:
+    """Write ``make(size)`` over the ``size`` bytes of the file at ``path``,
+    padded with blanks, never past its end (so no new block is needed).
+    False if ``make`` returns None (it does not fit)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = make(size)
+        if data is None:
+            return False
+        view = memoryview(data + b" " * (size - len(data)))
+        offset = 0
+        while offset < size:
+            offset += os.pwrite(fd, view[offset:], offset)
+        return True
+    finally:
+        os.close(fd)
+
+
 def _check_key(key: StorageKey) -> str:
     name = key.name
     for part, what in ((key.run_id, "run_id"), (key.data_type, "data_type"),
@@ -409,26 +634,38 @@ class DirectoryStore(Store):
         -------
         StoredData or None
 
+        A folder that is not straxio's (strax's data of the same name, or
+        anything else; see "Whose folder is it" in the module docstring) is
+        not loaded: the answer is None, as if nothing were stored.
+
         Raises
         ------
         DataCorrupted
-            If the data's folder exists but its metadata is missing,
-            unreadable or inconsistent (the message names the file).
+            If straxio's folder of the key exists but its metadata is
+            missing, unreadable or inconsistent (the message names the file).
         """
         name = _check_key(key)
         location = self._path(name)
-        if not os.path.isdir(location):
+        if not os.path.lexists(location):
             location = self._path(name + ".old")
-            if not os.path.isdir(location):
+            if not os.path.lexists(location):
                 return None
+        folder = _inspect(location)
+        if not folder.ours:
+            log.info("%s is not straxio's data (%s): not loaded", location, folder.looks_like)
+            return None
         path = os.path.join(location, METADATA)
-        meta, problem = _read_json(path)
-        if problem:
+        if folder.problem:
             raise DataCorrupted(
                 f"stored {key.data_type!r} of run {key.run_id!r} has bad metadata ({path}): "
-                f"{problem}; delete {location} (or use another store) and run again to "
-                "recompute it", path=path)
-        return stored_data_from_metadata(self, key, location, meta, path=path)
+                f"{folder.problem}; {self.recompute_hint(key, location)}", path=path)
+        return stored_data_from_metadata(self, key, location, folder.meta, path=path)
+
+    def recompute_hint(self, key: StorageKey, location: str) -> str:
+        """How to get rid of corrupted data of ``key``, for messages."""
+        return (f"delete {location} with `straxio rm -s {shlex.quote(self.root)} "
+                f"{shlex.quote(key.name)} --yes` (or DirectoryStore.remove(key)), or use "
+                "another store, and run again to recompute it")
 
     async def read_chunk(self, stored: StoredData, info: ChunkInfo) -> bytes:
         """The bytes of one chunk file (read with aiofiles).
@@ -446,10 +683,7 @@ class DirectoryStore(Store):
             async with aiofiles.open(path, "rb") as f:
                 return await f.read(info.file_size + 1)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise DataCorrupted(
-                f"stored {stored.key.data_type!r} of run {stored.key.run_id!r} is corrupted: "
-                f"chunk {info.index} ({path}): the file is missing; {recompute_hint(stored)}",
-                path=path, chunk_index=info.index) from None
+            raise self._missing_chunk(stored, info, path) from None
 
     def list_stored(self) -> list[StoredEntry]:
         """Everything under ``root``: complete data and temporary leftovers.
@@ -461,8 +695,12 @@ class DirectoryStore(Store):
             ``"corrupted"`` (a data folder whose metadata does not check out),
             ``"writing"`` (a temporary folder whose key is locked),
             ``"failed"`` (the writer recorded an exception; ``detail`` has
-            it) or ``"stale"`` (the writer is gone, e.g. killed; the next
-            writer of the key deletes it).
+            it), ``"stale"`` (the writer is gone, e.g. killed; the next
+            writer of the key, or :meth:`collect_garbage`, deletes it) or
+            ``"foreign"`` (a folder named like a key that is not straxio's,
+            e.g. strax's data; ``detail`` says what it looks like; never
+            read, changed or removed). Folders not named like a key and
+            files are not listed.
         """
         try:
             names = sorted(os.listdir(self.root))
@@ -473,27 +711,35 @@ class DirectoryStore(Store):
             location = self._path(entry_name)
             if entry_name.endswith(".lock") or not os.path.isdir(location):
                 continue
-            meta, problem = _read_json(os.path.join(location, METADATA))
+            folder = _inspect(location)
+            if not folder.ours:
+                key = _key_from_name(entry_name)
+                if key is not None:
+                    entries.append(StoredEntry(key, "foreign", location, folder.looks_like))
+                continue
             temp = _TEMP_RE.fullmatch(entry_name)
             old = entry_name.endswith(".old")
             key_name = (temp["key"] if temp else entry_name[:-4] if old else entry_name)
-            key = _key_from_metadata(meta) or _key_from_name(key_name)
+            key = _key_from_metadata(folder.meta) or _key_from_name(key_name)
             if key is None:
-                continue  # not ours
+                continue  # straxio's files, but no key can be told
             if temp:
-                entries.append(self._temp_entry(key, key_name, location, meta))
+                entries.append(self._temp_entry(key, key_name, location, folder))
             elif old and os.path.isdir(self._path(key_name)):
                 entries.append(StoredEntry(key, "stale", location,
                                            "previous data left by a replace"))
             else:
-                entries.append(self._data_entry(key, location, meta, problem))
+                entries.append(self._data_entry(key, location, folder))
         return entries
 
     def _temp_entry(self, key: StorageKey, key_name: str, location: str,
-                    meta: Any) -> StoredEntry:
-        meta = meta if isinstance(meta, dict) else {}
+                    folder: _Folder) -> StoredEntry:
+        meta = folder.meta if isinstance(folder.meta, dict) else {}
         writer = meta.get("writer") or {}
         who = f"pid {writer.get('pid')} on {writer.get('host')}, started {writer.get('started')}"
+        if folder.failed_marker:
+            return StoredEntry(key, "failed", location,
+                               f"the error could not be recorded (no room on the disk?) ({who})")
         if meta.get("status") == "failed":
             error = meta.get("error") or {}
             return StoredEntry(key, "failed", location,
@@ -502,17 +748,239 @@ class DirectoryStore(Store):
             return StoredEntry(key, "writing", location, who)
         return StoredEntry(key, "stale", location, f"writer gone ({who})")
 
-    def _data_entry(self, key: StorageKey, location: str, meta: Any,
-                    problem: str) -> StoredEntry:
+    def _data_entry(self, key: StorageKey, location: str, folder: _Folder) -> StoredEntry:
         path = os.path.join(location, METADATA)
-        if problem:
-            return StoredEntry(key, "corrupted", location, f"{path}: {problem}")
+        if folder.problem:
+            return StoredEntry(key, "corrupted", location, f"{path}: {folder.problem}")
         try:
-            stored = stored_data_from_metadata(self, key, location, meta, path=path)
+            stored = stored_data_from_metadata(self, key, location, folder.meta, path=path)
         except DataCorrupted as e:
             return StoredEntry(key, "corrupted", location, str(e))
         return StoredEntry(key, "complete", location,
                            f"{len(stored.chunks)} chunks, [{stored.start}, {stored.end})")
+
+    # ------------------------------------------------------------------ checking
+
+    def verify(self, key: StorageKey | StoredData) -> StoredData | None:
+        """Check complete data against its metadata: every chunk file is read,
+        and its size and crc32 compared with the metadata's.
+
+        The crc32 covers the compressed bytes, so nothing is decompressed
+        (loading checks the rest: frames, row count, the rows themselves).
+        Files are read in blocks of 1 MiB; this is what ``straxio ls
+        --verify`` does.
+
+        Parameters
+        ----------
+        key : StorageKey or StoredData
+            What to check (a ``StoredData`` from :meth:`find` of this store).
+
+        Returns
+        -------
+        StoredData or None
+            The data, checked; None if nothing straxio's is stored for ``key``.
+
+        Raises
+        ------
+        DataCorrupted
+            For the metadata (as :meth:`find`) or the first chunk file that
+            is missing, of another size or another checksum, naming the file
+            and the chunk, as loading would.
+
+        Examples
+        --------
+        >>> store.verify(StorageKey("run_001", "peaks", "abcdef1234"))  # doctest: +SKIP
+        """
+        stored = key if isinstance(key, StoredData) else self.find(key)
+        if stored is None:
+            return None
+        for info in stored.chunks:
+            path = self.chunk_path(stored, info)
+            size, crc = 0, 0
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    # One byte more than expected tells a file that grew.
+                    while size <= info.file_size:
+                        block = f.read(min(_VERIFY_BLOCK, info.file_size + 1 - size))
+                        if not block:
+                            break
+                        size += len(block)
+                        crc = zlib.crc32(block, crc)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise self._missing_chunk(stored, info, path) from None
+            check_size_and_checksum(stored, info, size, crc)
+        return stored
+
+    def _missing_chunk(self, stored: StoredData, info: ChunkInfo, path: str) -> DataCorrupted:
+        return DataCorrupted(
+            f"stored {stored.key.data_type!r} of run {stored.key.run_id!r} is corrupted: "
+            f"chunk {info.index} ({path}): the file is missing; {recompute_hint(stored)}",
+            path=path, chunk_index=info.index)
+
+    # ------------------------------------------------------------------ removing
+
+    def _take_lock(self, key: StorageKey, *, retries: int = _LOCK_RETRIES) -> _KeyLock:
+        """The key's lock, now (retrying past a momentary probe), or KeyLocked."""
+        lock_path = self._path(key.name + ".lock")
+        for attempt in range(retries + 1):
+            lock = _try_lock(self.root, lock_path)
+            if not isinstance(lock, str):
+                return lock
+            if lock == "process" or attempt == retries:
+                raise self._locked(key, lock_path, lock)
+            time.sleep(_LOCK_RETRY_DELAY)
+        raise AssertionError("unreachable")
+
+    def _unlink_lock_file(self, lock: _KeyLock) -> bool:
+        """Holding ``lock``: delete its file if it is an empty regular file at
+        the path (see "Locks" in the module docstring). Whether it did."""
+        try:
+            st = os.lstat(lock.path)
+        except FileNotFoundError:
+            return False
+        if (st.st_dev, st.st_ino) != lock.ident or not os.path.isfile(lock.path) \
+                or os.path.islink(lock.path) or st.st_size:
+            return False
+        os.unlink(lock.path)
+        return True
+
+    def remove(self, key: StorageKey) -> list[str]:
+        """Remove a key's data (complete or corrupted) and its leftovers.
+
+        Holds the key's lock while it removes anything, so a key being
+        written is never touched; removes the key's lock file last (safe, see
+        "Locks" in the module docstring). What is not straxio's is never
+        removed. ``straxio rm`` calls this.
+
+        Parameters
+        ----------
+        key : StorageKey
+
+        Returns
+        -------
+        list of str
+            The folders and files removed (empty if nothing was stored).
+
+        Raises
+        ------
+        KeyLocked
+            If a writer holds the key's lock (nothing is removed).
+        StraxioError
+            If the store is read-only, or the key's folder is not straxio's
+            (nothing is removed).
+        """
+        name = _check_key(key)
+        if self.readonly:
+            raise StraxioError(f"{self} is read-only: cannot remove {name}")
+        if not os.path.isdir(self.root):
+            return []
+        had_lock_file = os.path.lexists(self._path(name + ".lock"))
+        lock = self._take_lock(key)
+        removed = []
+        try:
+            self._check_ours(key, "remove")
+            for path in (self._path(name), self._path(name + ".old")):
+                if os.path.lexists(path):
+                    _discard(path, self.root, name)
+                    removed.append(path)
+            for leftover in self._leftovers(name):
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(leftover)
+            if self._unlink_lock_file(lock) and had_lock_file:
+                removed.append(lock.path)
+        finally:
+            lock.release()
+        for path in removed:
+            log.info("removed %s", path)
+        return removed
+
+    def collect_garbage(self, *, dry_run: bool = False) -> list[StoredEntry]:
+        """Remove straxio's leftovers: failed and stale temporary folders,
+        previous data left by a replace, and lock files no writer holds.
+
+        Never touches complete or corrupted data (:meth:`remove` does, by
+        key), a key being written (its lock is held: skipped), or anything
+        that is not straxio's. ``straxio gc`` calls this.
+
+        Parameters
+        ----------
+        dry_run : bool, optional
+            Only say what would be removed.
+
+        Returns
+        -------
+        list of StoredEntry
+            What was removed (would be, with ``dry_run``): the leftovers as
+            :meth:`list_stored` lists them, and lock files with status
+            ``"lock"``.
+
+        Raises
+        ------
+        StraxioError
+            If the store is read-only and ``dry_run`` is false.
+        """
+        if self.readonly and not dry_run:
+            raise StraxioError(f"{self} is read-only: cannot collect garbage")
+        garbage = [e for e in self.list_stored() if e.status in ("failed", "stale")]
+        locks = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in sorted(os.listdir(self.root)):
+                key = _key_from_name(entry[:-5]) if entry.endswith(".lock") else None
+                path = self._path(entry)
+                if key is not None and os.path.isfile(path) and not os.path.islink(path) \
+                        and os.path.getsize(path) == 0 and not _lock_is_held(path):
+                    locks.append(StoredEntry(key, "lock", path, "lock file, no writer"))
+        if dry_run:
+            return garbage + locks
+        removed: list[StoredEntry] = []
+        by_key: dict[StorageKey, list[StoredEntry]] = {}
+        for e in garbage:
+            by_key.setdefault(e.key, []).append(e)
+        lock_files = {e.key: e for e in locks}
+        for key in [*by_key, *lock_files]:
+            if key not in by_key and key not in lock_files:
+                continue  # done with the leftovers of its key
+            lock_file = lock_files.pop(key, None)
+            lock_path = self._path(key.name + ".lock")
+            existed = os.path.lexists(lock_path)
+            try:
+                lock = self._take_lock(key, retries=0)
+            except KeyLocked:
+                log.info("skipping %s: a writer holds its lock", key)
+                continue
+            try:
+                removed += self._remove_leftovers(key, by_key.pop(key, []))
+                # The lock file goes last, and only if it was there before
+                # (taking the lock creates a missing one).
+                if self._unlink_lock_file(lock) and existed:
+                    removed.append(lock_file or StoredEntry(key, "lock", lock_path,
+                                                            "lock file, no writer"))
+            finally:
+                lock.release()
+        for e in removed:
+            log.info("removed %s (%s)", e.location, e.status)
+        return removed
+
+    def _remove_leftovers(self, key: StorageKey, entries: list[StoredEntry]) -> list[StoredEntry]:
+        """Holding the key's lock: remove those of ``entries`` that are still
+        leftovers of ``key`` and straxio's."""
+        name = key.name
+        removed = []
+        for e in entries:
+            entry_name = os.path.basename(e.location)
+            temp = _TEMP_RE.fullmatch(entry_name)
+            if temp:
+                still = temp["key"] == name
+            else:  # previous data, garbage only next to the key's data
+                still = entry_name == name + ".old" and os.path.isdir(self._path(name))
+            if not (still and os.path.lexists(e.location) and _inspect(e.location).ours):
+                continue
+            if temp:
+                shutil.rmtree(e.location, ignore_errors=True)
+            else:
+                _discard(e.location, self.root, name)
+            removed.append(e)
+        return removed
 
     # ------------------------------------------------------------------ writing
 
@@ -541,6 +1009,10 @@ class DirectoryStore(Store):
             dtype or data kind or cannot be written as JSON.
         KeyLocked
             If another writer, in this or another process, writes ``key``.
+        StraxioError
+            If the key's folder (or its ``.old``) exists and is not
+            straxio's (e.g. strax wrote data of the same name): straxio
+            never replaces it.
         """
         if self.readonly:
             raise StraxioError(
@@ -559,7 +1031,7 @@ class DirectoryStore(Store):
         if isinstance(lock, str):
             raise self._locked(key, lock_path, lock)
         try:
-            temp, journal = await run_sync(self._prepare, name, _metadata_bytes(header))
+            temp, journal = await run_sync(self._prepare, key, _metadata_bytes(header))
         except BaseException:
             lock.release()
             raise
@@ -573,9 +1045,44 @@ class DirectoryStore(Store):
             f"in {self} by {who} (lock {lock_path}). Two writers never share a key: wait "
             "for that one to finish, then load its data")
 
-    def _prepare(self, name: str, header: bytes) -> tuple[str, _Journal]:
-        """Holding the lock: recover or remove ``.old``, delete leftovers, create
-        the temporary folder with its metadata and journal."""
+    def _foreign(self, key: StorageKey, location: str, folder: _Folder,
+                 what: str) -> StraxioError:
+        return StraxioError(
+            f"cannot {what} {key.data_type!r} of run {key.run_id!r} in {self}: {location} "
+            f"is not straxio's data ({folder.looks_like}), and straxio never replaces or "
+            "removes what is not its own. Save into another store (another folder: "
+            "Context(storage=...), straxio run -s DIR), or move that folder elsewhere "
+            "if you know what it is")
+
+    def _check_ours(self, key: StorageKey, what: str) -> None:
+        """Raise :meth:`_foreign` if the key's folder or its ``.old`` exists and
+        is not straxio's."""
+        for location in (self._path(key.name), self._path(key.name + ".old")):
+            if os.path.lexists(location):
+                folder = _inspect(location)
+                if not folder.ours:
+                    raise self._foreign(key, location, folder, what)
+
+    def _leftovers(self, name: str) -> list[str]:
+        """The temporary folders of key ``name`` that are straxio's."""
+        out = []
+        for entry in sorted(os.listdir(self.root)):
+            match = _TEMP_RE.fullmatch(entry)
+            if match and match["key"] == name:
+                path = self._path(entry)
+                folder = _inspect(path)
+                if folder.ours:
+                    out.append(path)
+                else:
+                    log.warning("leaving %s alone: not straxio's (%s)", path, folder.looks_like)
+        return out
+
+    def _prepare(self, key: StorageKey, header: bytes) -> tuple[str, _Journal]:
+        """Holding the lock: refuse a foreign folder, recover or remove ``.old``,
+        delete leftovers, create the temporary folder with its metadata (and
+        room for the failure record) and journal."""
+        name = key.name
+        self._check_ours(key, "write")
         final, old = self._path(name), self._path(name + ".old")
         if os.path.isdir(old):
             if not os.path.lexists(final):
@@ -586,17 +1093,17 @@ class DirectoryStore(Store):
                 _fsync_path(self.root)
             else:
                 _discard(old, self.root, name)
-        prefix = name + ".tmp-"
-        for entry in os.listdir(self.root):
-            match = _TEMP_RE.fullmatch(entry)
-            if entry.startswith(prefix) and match and match["key"] == name:
-                log.info("removing leftover %s", entry)
-                shutil.rmtree(self._path(entry), ignore_errors=True)
+        for leftover in self._leftovers(name):
+            log.info("removing leftover %s", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
         temp = self._path(f"{name}.tmp-{_unique()}")
         os.mkdir(temp)
         try:
-            # Not fsynced: a temporary folder is never trusted after a crash.
-            _write_file(os.path.join(temp, METADATA), header, fsync=False)
+            # Blanks after the header are the room the failure record takes
+            # without new blocks ("Failures" in the module docstring). Not
+            # fsynced: a temporary folder is never trusted after a crash.
+            room = b" " * (FAILURE_ROOM - 1) + b"\n"
+            _write_file(os.path.join(temp, METADATA), header + room, fsync=False)
             journal = _Journal(os.path.join(temp, JOURNAL))
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
@@ -629,6 +1136,9 @@ class DirectoryWriter(Writer):
         self._fs_guard = threading.Lock()
         self._published = False
         self._abandoned = False
+        # The error of a failed write or close: what abort records when its
+        # caller passes none of its own (only a cancel), e.g. a full disk.
+        self._failure: Exception | None = None
 
     def __repr__(self) -> str:
         return f"<DirectoryWriter {self.key} {self._state} {len(self._chunks)} chunks>"
@@ -661,12 +1171,17 @@ class DirectoryWriter(Writer):
                                f"previous one ends at {self._chunks[-1].end}")
         self._state = "broken"  # until this write has fully succeeded
         path = os.path.join(self.temp, info.filename)
-        async with aiofiles.open(path, "wb") as f:
-            await f.write(encoded.payload)
-            await f.flush()
-            await self._run_sync(os.fsync, f.fileno())
         line = json.dumps(info.to_json(), separators=(",", ":")) + "\n"
-        await self._run_sync(_append, self._journal, line.encode())
+        try:
+            # One call in an IO thread opens, writes, fsyncs and closes: a
+            # cancel either finds it not started or waits for it, so the file
+            # is always closed (an async close, cancelled before its thread
+            # ran, would leak the descriptor; seen on a full disk).
+            await self._run_sync(_write_chunk_file, path, encoded.payload)
+            await self._run_sync(_append, self._journal, line.encode())
+        except Exception as e:
+            self._failure = e
+            raise
         self._chunks.append(info)
         self._state = "open"
 
@@ -691,7 +1206,11 @@ class DirectoryWriter(Writer):
         meta["writer"] = dict(self._header["writer"], finished=now_text())
         data = _metadata_bytes(meta)
         self._state = "broken"
-        await self._run_sync(self._publish, data)
+        try:
+            await self._run_sync(self._publish, data)
+        except Exception as e:
+            self._failure = e
+            raise
         self._state = "closed"
         self._lock.release()
         log.debug("published %s (%d chunks)", self.final, len(chunks))
@@ -707,6 +1226,9 @@ class DirectoryWriter(Writer):
 
     def _publish_locked(self, data: bytes) -> None:
         root, name, temp, final = self.store.root, self.key.name, self.temp, self.final
+        # Something foreign may have appeared under the key's name since open
+        # (strax writing the same lineage): never replace it.
+        self.store._check_ours(self.key, "publish")
         self._journal.close()
         staged = os.path.join(temp, METADATA + ".tmp")
         _write_file(staged, data)
@@ -730,17 +1252,24 @@ class DirectoryWriter(Writer):
     async def abort(self, exc: BaseException | None = None) -> None:
         """Record ``exc`` (type, message, traceback) in the temporary metadata
         with status "failed" and release the lock; never publish. Does nothing
-        on a closed or aborted writer."""
+        on a closed or aborted writer. If ``exc`` is None or a cancel and a
+        write or close of this writer failed, that error is recorded: it is
+        why the save failed.
+
+        Recording needs no new disk block (see "Failures" in the module
+        docstring), so a save that failed on a full disk is listed as
+        "failed". If recording fails all the same, that is logged (the
+        caller has ``exc`` to raise) and the folder is listed as "stale".
+        """
         if self._state in ("closed", "aborted"):
             return
         self._state = "aborted"
         self._abandoned = True
+        if self._failure is not None and (exc is None or isinstance(exc, asyncio.CancelledError)):
+            exc = self._failure
         try:
             if not self._published:
-                meta = dict(self._header, status="failed", error=error_json(exc),
-                            chunks=[c.to_json() for c in self._chunks])
-                meta["writer"] = dict(self._header["writer"], failed=now_text())
-                await self._run_sync(self._record_failure, _metadata_bytes(meta))
+                await self._run_sync(self._record_failure, exc, list(self._chunks))
         finally:
             # Short and synchronous, so it happens even if the await above is
             # cancelled: a lock leaked in a long-lived process blocks the key.
@@ -748,12 +1277,13 @@ class DirectoryWriter(Writer):
             self._lock.release()
         log.debug("aborted %s: %r", self.temp, exc)
 
-    def _record_failure(self, data: bytes) -> None:
+    def _record_failure(self, exc: BaseException | None, chunks: list[ChunkInfo]) -> None:
         with self._fs_guard:
             if not self._published:
-                self._record_failure_locked(data)
+                self._record_failure_locked(exc, chunks)
 
-    def _record_failure_locked(self, data: bytes) -> None:
+    def _record_failure_locked(self, exc: BaseException | None,
+                               chunks: list[ChunkInfo]) -> None:
         self._journal.close()
         old = self.store._path(self.key.name + ".old")
         if not os.path.lexists(self.final) and os.path.isdir(old):
@@ -761,7 +1291,19 @@ class DirectoryWriter(Writer):
             # (we hold the lock, so this .old is the one close() made).
             os.rename(old, self.final)
             _fsync_path(self.store.root)
-        staged = os.path.join(self.temp, METADATA + ".tmp")
-        # Not fsynced: informational; a crash leaves a stale folder either way.
-        _write_file(staged, data, fsync=False)
-        os.replace(staged, os.path.join(self.temp, METADATA))
+        path = os.path.join(self.temp, METADATA)
+        try:
+            if _overwrite_in_place(
+                    path, lambda size: _failure_record(self._header, exc, chunks, size)):
+                return
+            problem = "the failure record does not fit in the room reserved for it"
+        except OSError as e:
+            problem = f"the failure record could not be written ({e})"
+        try:
+            # A rename needs no data block: the name alone says "failed".
+            os.rename(path, os.path.join(self.temp, FAILED_METADATA))
+            log.warning("%s: %s; marked failed by renaming %s to %s", self.key, problem,
+                        METADATA, FAILED_METADATA)
+        except OSError as e:
+            log.warning("%s: %s, nor could it be marked failed (%s); it will show as "
+                        "stale", self.key, problem, e)

@@ -19,12 +19,20 @@ from __future__ import annotations
 
 import itertools
 import json
+import zlib
 from typing import Any
 
 from ..exceptions import DataCorrupted, KeyLocked, StraxioError
 from .base import ChunkInfo, EncodedChunk, RunSync, StorageKey, Store, StoredData, StoredEntry
 from .base import Writer as _Writer
-from .codec import error_json, now_text, recompute_hint, stored_data_from_metadata, writing_header
+from .codec import (
+    check_size_and_checksum,
+    error_json,
+    now_text,
+    recompute_hint,
+    stored_data_from_metadata,
+    writing_header,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -104,6 +112,69 @@ class MemoryStore(Store):
                                               f"{error['type']}: {error['message']}")))
         return [e for _, e in sorted(entries, key=lambda x: x[0])]
 
+    def recompute_hint(self, key: StorageKey, location: str) -> str:
+        """How to get rid of corrupted data of ``key``, for messages."""
+        return (f"delete {location} with {self!r}.remove(key), or use another store, and "
+                "run again to recompute it")
+
+    def verify(self, key: StorageKey | StoredData) -> StoredData | None:
+        """Check every chunk's size and crc32 against the metadata.
+
+        Returns
+        -------
+        StoredData or None
+            The data, checked; None if nothing is stored for ``key``.
+
+        Raises
+        ------
+        DataCorrupted
+            Naming the first chunk that is missing or does not match.
+        """
+        stored = key if isinstance(key, StoredData) else self.find(key)
+        if stored is None:
+            return None
+        version = self._complete.get(stored.key.name)
+        for info in stored.chunks:
+            payload = None
+            if version is not None and version.location == stored.location:
+                payload = version.payloads.get(info.filename)
+            if payload is None:
+                raise self._missing(stored, info)
+            check_size_and_checksum(stored, info, len(payload), zlib.crc32(payload))
+        return stored
+
+    def remove(self, key: StorageKey) -> list[str]:
+        """Forget a key's complete data and its failed write.
+
+        Returns
+        -------
+        list of str
+            The locations removed.
+
+        Raises
+        ------
+        KeyLocked
+            If a writer writes ``key`` now (nothing is removed).
+        """
+        if key.name in self._writers:
+            raise KeyLocked(f"{key.data_type!r} of run {key.run_id!r} (key {key.name}) is "
+                            f"being written in {self}: not removed")
+        removed = []
+        version = self._complete.pop(key.name, None)
+        if version is not None:
+            removed.append(version.location)
+        if self._failed.pop(key.name, None) is not None:
+            removed.append(f"memory://{self.name}/{key.name}")
+        return removed
+
+    def collect_garbage(self, *, dry_run: bool = False) -> list[StoredEntry]:
+        """Forget failed writes (listed as "failed"); returns them."""
+        failed = [e for e in self.list_stored() if e.status == "failed"]
+        if not dry_run:
+            for e in failed:
+                self._failed.pop(e.key.name, None)
+        return failed
+
     def failed_metadata(self, key: StorageKey) -> dict | None:
         """The metadata an aborted writer of ``key`` left (status "failed",
         the exception under "error"), or None."""
@@ -148,12 +219,15 @@ class MemoryStore(Store):
         if version is not None and version.location == stored.location:
             payload = version.payloads.get(info.filename)
         if payload is None:
-            path = self.chunk_path(stored, info)
-            raise DataCorrupted(
-                f"stored {stored.key.data_type!r} of run {stored.key.run_id!r} is corrupted: "
-                f"chunk {info.index} ({path}) is missing (deleted or replaced since it was "
-                f"found); {recompute_hint(stored)}", path=path, chunk_index=info.index)
+            raise self._missing(stored, info)
         return payload
+
+    def _missing(self, stored: StoredData, info: ChunkInfo) -> DataCorrupted:
+        path = self.chunk_path(stored, info)
+        return DataCorrupted(
+            f"stored {stored.key.data_type!r} of run {stored.key.run_id!r} is corrupted: "
+            f"chunk {info.index} ({path}) is missing (removed or replaced since it was "
+            f"found); {recompute_hint(stored)}", path=path, chunk_index=info.index)
 
 
 class MemoryWriter(_Writer):
