@@ -32,7 +32,9 @@ def chunk_count(data, seed):
 @pytest.mark.asyncio
 @pytest.mark.parametrize("parallel,fuse", [(False, True), (True, True), (True, False)],
                          ids=["serial", "parallel-fused", "parallel-unfused"])
-@pytest.mark.parametrize("chunking", range(1, 9))
+# Two chunkings in the quick subset, all eight in the full suite.
+@pytest.mark.parametrize("chunking", [*range(1, 3), *(pytest.param(c, marks=pytest.mark.slow)
+                                                    for c in range(3, 9))])
 async def test_output_is_independent_of_chunking(aloop, chunking, parallel, fuse):
     ctx = straxio.Context(register=toy.toy_plugins(parallel=parallel),
                           config={"toy_chunking": chunking})

@@ -105,6 +105,7 @@ async def test_leaving_iter_early_stops_upstream_work(aloop):
     assert_closed()
 
 
+@pytest.mark.slow  # a process pool per test
 @pytest.mark.asyncio
 @pytest.mark.parametrize("fail_with,expect", [("ToyFailure", toy.ToyFailure),
                                               ("Unpicklable", straxio.RemoteError)])
@@ -126,6 +127,7 @@ async def test_process_pool_worker_failure(aloop, fail_with, expect):
     assert_closed()
 
 
+@pytest.mark.slow  # a process pool per test
 @pytest.mark.asyncio
 async def test_process_pool_gives_the_same_result(aloop):
     plugins = [p for p in toy.toy_plugins() if p is not toy.PeakBasics]

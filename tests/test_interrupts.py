@@ -16,7 +16,8 @@ import pytest
 
 from .test_cli import assert_nothing_left, statuses
 
-pytestmark = pytest.mark.timeout(120)
+# CLI subprocesses and interrupts: seconds each (not in the quick subset).
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 # A source of N chunks and a plugin whose compute does what the options ask
 # at one chunk: announce itself (a file with its pid), then sleep.

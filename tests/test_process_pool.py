@@ -19,7 +19,9 @@ import straxio
 from straxio import Plugin, shm
 from straxio import testing as toy
 
-pytestmark = pytest.mark.skipif(not shm.AVAILABLE, reason="needs /dev/shm")
+# Process pools started per test: seconds each (not in the quick subset).
+pytestmark = [pytest.mark.skipif(not shm.AVAILABLE, reason="needs /dev/shm"),
+              pytest.mark.slow]
 
 REFERENCE = toy.reference()
 

@@ -21,7 +21,8 @@ from straxio import ComputeTimeout, Option, WorkerDied, shm
 from straxio import testing as toy
 from straxio.processor import abandoned_threads
 
-pytestmark = pytest.mark.timeout(120)
+# Process pools started, workers killed: seconds each (not in the quick subset).
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 REFERENCE = toy.reference()
 CONFIG = {"toy_chunking": 4}

@@ -50,6 +50,7 @@ class WaitingSource(straxio.Plugin):
         yield self.chunk(start=10, end=20, data=np.zeros(0, dtype=self.dtype))
 
 
+@pytest.mark.slow  # holds a compute for 10 s
 @pytest.mark.asyncio
 @pytest.mark.timeout(60)
 async def test_slow_is_not_stalled(aloop):

@@ -85,6 +85,7 @@ async def synchronize_with_counters(inputs, *, fast_path=True):
     return batches, counters
 
 
+@pytest.mark.slow  # hypothesis, 150 examples
 @settings(max_examples=150, deadline=None)
 @given(a=chunked(), b=chunked())
 def test_inputs_chunked_differently_are_cut_to_common_ranges(a, b):
@@ -196,6 +197,7 @@ def summary(batches):
             for b in batches]
 
 
+@pytest.mark.slow  # hypothesis, 300 examples
 @settings(max_examples=300, deadline=None)
 @given(chunks=one_input_chunks())
 def test_single_input_fast_path_gives_the_general_batches(chunks):

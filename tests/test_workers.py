@@ -15,7 +15,8 @@ import pytest
 from straxio import ComputeTimeout, RemoteError, WorkerDied
 from straxio.workers import ProcessPool
 
-pytestmark = pytest.mark.timeout(120)
+# Worker processes started and killed: seconds each (not in the quick subset).
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 # Module level: the workers (spawn) import these by reference.
