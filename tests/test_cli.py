@@ -26,6 +26,9 @@ import pytest
 
 from straxio.storage import DirectoryStore
 
+# Every test runs the CLI in subprocesses: seconds each (not in the quick subset).
+pytestmark = pytest.mark.slow
+
 DOCS = pathlib.Path(__file__).parents[1] / "docs" / "cli.md"
 
 # A plugin file of its own: a source that can take its time between chunks
