@@ -139,6 +139,7 @@ def test_hash_algorithm_is_sha1_base32_of_canonical_json():
     assert straxio.deterministic_hash(thing) == want
 
 
+@pytest.mark.slow  # a subprocess
 def test_lineage_hashes_are_golden_under_another_hash_seed():
     code = textwrap.dedent("""
         import straxio

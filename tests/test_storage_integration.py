@@ -54,6 +54,7 @@ async def test_saved_once_then_loaded_with_zero_computes(aloop, tmp_path):
         toy.assert_same_arrays(got, REF[t], t)
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_fresh_process_loads_the_same_arrays_without_computing(tmp_path):
     ctx_for(tmp_path).get_array("r1", "event_info")
     code = textwrap.dedent(f"""
@@ -96,7 +97,8 @@ async def test_untracked_option_loads_tracked_option_recomputes(aloop):
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("rechunk", [True, False], ids=["rechunk", "as-produced"])
+@pytest.mark.parametrize("rechunk", [True, pytest.param(False, marks=pytest.mark.slow)],
+                         ids=["rechunk", "as-produced"])
 async def test_loading_equals_computing_for_every_type(aloop, tmp_path, rechunk, monkeypatch):
     for p in toy.toy_plugins():
         monkeypatch.setattr(p, "rechunk_on_save", rechunk)
@@ -388,6 +390,7 @@ ctx.get_array("r1", "peak_basics")
 """
 
 
+@pytest.mark.slow  # a subprocess
 def test_killed_writer_leaves_nothing_complete_and_the_next_run_equals_a_clean_one(tmp_path):
     import signal
 

@@ -473,6 +473,7 @@ def load_module(path: pathlib.Path, name: str, monkeypatch):
     return module
 
 
+@pytest.mark.slow  # subprocesses
 def test_version_none_is_derived_from_the_source(tmp_path, monkeypatch, sx):
     store = DirectoryStore(tmp_path / "store")
     versions = []
@@ -687,6 +688,7 @@ DEFAULT_TARGET = "alpha"
 '''
 
 
+@pytest.mark.slow  # CLI subprocesses
 @pytest.mark.parametrize("run_id, message", [
     ("r-1", r"run id 'r-1' contains \['-'\]"),
     ("r" * 300, r"run id 'r{40}'\.\.\. is 300 bytes long"),
