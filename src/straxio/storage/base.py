@@ -45,6 +45,24 @@ class StorageKey:
         return self.name
 
 
+class KeyLike(ty.Protocol):
+    """Anything naming stored data: a StorageKey, or the context's DataKey."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def data_type(self) -> str: ...
+    @property
+    def lineage_hash(self) -> str: ...
+
+
+def storage_key(key: KeyLike) -> StorageKey:
+    """``key`` as a :class:`StorageKey` (e.g. from ``Context.key_for``)."""
+    if isinstance(key, StorageKey):
+        return key
+    return StorageKey(key.run_id, key.data_type, key.lineage_hash)
+
+
 @dataclasses.dataclass(frozen=True)
 class ChunkInfo:
     """Per-chunk metadata, as stored (journal line and final metadata)."""
@@ -167,12 +185,12 @@ class Store(abc.ABC):
         return (f"delete {location} with this store's remove(key), or use another store, "
                 "and run again to recompute it")
 
-    def verify(self, key: StorageKey | StoredData) -> StoredData | None:
+    def verify(self, key: KeyLike | StoredData) -> StoredData | None:
         """Check every chunk of complete data against its metadata (size and
         checksum); None if nothing is stored. Raises DataCorrupted."""
         raise NotImplementedError(f"{type(self).__name__} cannot verify its data")
 
-    def remove(self, key: StorageKey) -> list[str]:
+    def remove(self, key: KeyLike) -> list[str]:
         """Remove a key's data and leftovers (never while it is written: KeyLocked);
         returns what was removed."""
         raise NotImplementedError(f"{type(self).__name__} cannot remove data")

@@ -165,7 +165,8 @@ it did not lock, so a writer that holds the lock never loses it. Only empty
 regular files named ``<key>.lock`` are deleted.
 
 Because the next writer holds the lock, every temporary folder of its key
-is a leftover (failed or stale); it deletes them before it starts.
+is a leftover (failed or stale); it deletes them (those that are
+straxio's) before it starts.
 :meth:`DirectoryStore.list_stored` tells "writing" (lock held) from
 "stale" (lock free) by trying a shared lock for an instant; a writer that
 starts in that instant retries twice before it reports
@@ -203,12 +204,14 @@ from ..exceptions import DataCorrupted, KeyLocked, StraxioError
 from .base import (
     ChunkInfo,
     EncodedChunk,
+    KeyLike,
     RunSync,
     StorageKey,
     Store,
     StoredData,
     StoredEntry,
     Writer,
+    storage_key,
 )
 from .codec import (
     check_size_and_checksum,
@@ -504,7 +507,7 @@ def _inspect(location: str) -> _Folder:
     if strax_meta or (isinstance(meta, dict) and "strax_version" in meta):
         path = os.path.join(location, strax_meta[0] if strax_meta else METADATA)
         version = _strax_version(path)
-        what = f"strax data (strax {version})" if version else "strax data"
+        what = f"strax data written by strax {version}" if version else "strax data"
         if location.endswith("_temp"):
             what += ", incomplete: being written by strax or left by a failed strax run"
         return _Folder(False, looks_like=what)
@@ -761,7 +764,7 @@ class DirectoryStore(Store):
 
     # ------------------------------------------------------------------ checking
 
-    def verify(self, key: StorageKey | StoredData) -> StoredData | None:
+    def verify(self, key: KeyLike | StoredData) -> StoredData | None:
         """Check complete data against its metadata: every chunk file is read,
         and its size and crc32 compared with the metadata's.
 
@@ -791,7 +794,7 @@ class DirectoryStore(Store):
         --------
         >>> store.verify(StorageKey("run_001", "peaks", "abcdef1234"))  # doctest: +SKIP
         """
-        stored = key if isinstance(key, StoredData) else self.find(key)
+        stored = key if isinstance(key, StoredData) else self.find(storage_key(key))
         if stored is None:
             return None
         for info in stored.chunks:
@@ -844,7 +847,7 @@ class DirectoryStore(Store):
         os.unlink(lock.path)
         return True
 
-    def remove(self, key: StorageKey) -> list[str]:
+    def remove(self, key: KeyLike) -> list[str]:
         """Remove a key's data (complete or corrupted) and its leftovers.
 
         Holds the key's lock while it removes anything, so a key being
@@ -869,6 +872,7 @@ class DirectoryStore(Store):
             If the store is read-only, or the key's folder is not straxio's
             (nothing is removed).
         """
+        key = storage_key(key)
         name = _check_key(key)
         if self.readonly:
             raise StraxioError(f"{self} is read-only: cannot remove {name}")

@@ -23,7 +23,17 @@ import zlib
 from typing import Any
 
 from ..exceptions import DataCorrupted, KeyLocked, StraxioError
-from .base import ChunkInfo, EncodedChunk, RunSync, StorageKey, Store, StoredData, StoredEntry
+from .base import (
+    ChunkInfo,
+    EncodedChunk,
+    KeyLike,
+    RunSync,
+    StorageKey,
+    Store,
+    StoredData,
+    StoredEntry,
+    storage_key,
+)
 from .base import Writer as _Writer
 from .codec import (
     check_size_and_checksum,
@@ -117,7 +127,7 @@ class MemoryStore(Store):
         return (f"delete {location} with {self!r}.remove(key), or use another store, and "
                 "run again to recompute it")
 
-    def verify(self, key: StorageKey | StoredData) -> StoredData | None:
+    def verify(self, key: KeyLike | StoredData) -> StoredData | None:
         """Check every chunk's size and crc32 against the metadata.
 
         Returns
@@ -130,7 +140,7 @@ class MemoryStore(Store):
         DataCorrupted
             Naming the first chunk that is missing or does not match.
         """
-        stored = key if isinstance(key, StoredData) else self.find(key)
+        stored = key if isinstance(key, StoredData) else self.find(storage_key(key))
         if stored is None:
             return None
         version = self._complete.get(stored.key.name)
@@ -143,7 +153,7 @@ class MemoryStore(Store):
             check_size_and_checksum(stored, info, len(payload), zlib.crc32(payload))
         return stored
 
-    def remove(self, key: StorageKey) -> list[str]:
+    def remove(self, key: KeyLike) -> list[str]:
         """Forget a key's complete data and its failed write.
 
         Returns
@@ -156,6 +166,7 @@ class MemoryStore(Store):
         KeyLocked
             If a writer writes ``key`` now (nothing is removed).
         """
+        key = storage_key(key)
         if key.name in self._writers:
             raise KeyLocked(f"{key.data_type!r} of run {key.run_id!r} (key {key.name}) is "
                             f"being written in {self}: not removed")
