@@ -718,7 +718,8 @@ async def assert_foreign_is_left_alone(root: pathlib.Path, key: StorageKey, run_
 
 async def test_data_written_by_strax_is_foreign_and_left_alone(aloop, tmp_path, run_sync):
     key = await run_sync(strax_data, tmp_path)
-    await assert_foreign_is_left_alone(tmp_path, key, run_sync, "strax data (strax ")
+    await assert_foreign_is_left_alone(tmp_path, key, run_sync,
+                                       "strax data written by strax 2.")
 
 
 @pytest.mark.parametrize("variant", ["strax", "strax_old_format", "strax_temp"])
@@ -728,7 +729,8 @@ async def test_a_strax_shaped_folder_is_foreign_and_left_alone(aloop, tmp_path, 
     strax_shaped_folder(tmp_path, name, old_format=variant == "strax_old_format")
     key = _key = StorageKey(*name.split("-"))
     assert _key.name == name
-    await assert_foreign_is_left_alone(tmp_path, key, run_sync, "strax data (strax 2.2.3")
+    await assert_foreign_is_left_alone(tmp_path, key, run_sync,
+                                       "strax data written by strax 2.2.3")
 
 
 @pytest.mark.parametrize("make, looks_like", [
