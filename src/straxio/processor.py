@@ -1394,6 +1394,7 @@ class _Run:
                 await opening.result().abort(self._abort_reason())
             raise
         published = False
+        own_error: BaseException | None = None
         try:
             target = (int(cls.chunk_target_size_mb * 1e6) if cls.rechunk_on_save else None)
             published = await save_from(cursor, writer,
@@ -1401,10 +1402,13 @@ class _Run:
                                         level=cls.compression_level, target_bytes=target,
                                         counters=self.counters[f"save:{data_type}"],
                                         may_publish=lambda: not self.failures)
+        except Exception as e:
+            own_error = e  # this saver's own failure (a full disk, say): recorded as such
+            raise
         finally:
             if not published:
                 # Failed, cancelled, left early, or produced nothing: never complete.
-                await writer.abort(self._abort_reason())
+                await writer.abort(own_error or self._abort_reason())
 
     def _abort_reason(self) -> BaseException:
         if self.failures:

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -899,25 +900,31 @@ async def test_a_failure_record_that_cannot_be_written_is_a_rename(
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
-    """A 2 MB tmpfs of this test's own, unmounted afterwards."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
+def tmpfs():
+    """A 2 MB tmpfs of this test's own, unmounted afterwards.
+
+    Mounted outside pytest's temporary folders: other pytest sessions on the
+    machine remove old ones, and a mount point inside would be busy to them.
+    """
+    mount = pathlib.Path(tempfile.mkdtemp(prefix="straxio-test-tmpfs-"))
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                              capture_output=True, text=True, timeout=30)
-    except FileNotFoundError:
-        pytest.skip("no mount command here")
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mount
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                                   str(mount)], capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            pytest.skip("no mount command here")
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+        try:
+            yield mount
+        finally:
+            busy = subprocess.run(["umount", str(mount)], capture_output=True, text=True,
+                                  timeout=30)
+            if busy.returncode:  # a file left open in it: detach it anyway, then fail
+                subprocess.run(["umount", "-l", str(mount)], check=True, timeout=30)
+                pytest.fail(f"the tmpfs was busy (a file left open?): {busy.stderr.strip()}")
     finally:
-        busy = subprocess.run(["umount", str(mount)], capture_output=True, text=True,
-                              timeout=30)
-        if busy.returncode:  # a file left open in it: detach it anyway, then fail
-            subprocess.run(["umount", "-l", str(mount)], check=True, timeout=30)
-            pytest.fail(f"the tmpfs was busy (a file left open?): {busy.stderr.strip()}")
+        mount.rmdir()
 
 
 NOISE_DTYPE = np.dtype([*straxio.time_fields(), (("random bytes", "payload"), np.uint8, 1000)])
