@@ -322,6 +322,29 @@ def test_seconds_range_of_computed_data_counts_from_the_announced_run_start(tmp_
     np.testing.assert_array_equal(got["time"], rows_in_first_second()["time"])
 
 
+class EarlyThings(Things):
+    """Announces a run that starts a second and a half before its first chunk."""
+
+    def run_range(self, run_id):
+        return (T0 - 1_500_000_000, RUN_END)
+
+
+def test_seconds_range_counts_from_the_same_origin_whether_computed_or_loaded(tmp_path):
+    # The origin is the announced start, floored (a second before the first
+    # chunk's floored start): savers keep it, so loading counts from it too.
+    want = rows_in_first_second()
+    computed = straxio.Context(register=[EarlyThings, Alpha]).get_array(
+        "r0", "alpha", seconds_range=(1, 2))
+    np.testing.assert_array_equal(computed["time"], want["time"])
+    ctx = straxio.Context(storage=DirectoryStore(tmp_path), register=[EarlyThings, Alpha])
+    ctx.get_array("r0", "things")  # stored; alpha is computed from it, no source runs
+    from_stored_input = ctx.get_array("r0", "alpha", seconds_range=(1, 2))
+    np.testing.assert_array_equal(from_stored_input["time"], want["time"])
+    ctx.get_array("r0", "alpha")  # stored too: now only loaded
+    loaded = ctx.get_array("r0", "alpha", seconds_range=(1, 2))
+    np.testing.assert_array_equal(loaded["time"], want["time"])
+
+
 def test_seconds_range_without_any_run_start_is_refused():
     # strax silently counts from the epoch (and finds nothing); straxio says so.
     ctx = straxio_context(None, announce=False)

@@ -635,7 +635,8 @@ async def _run_whole(proc: Processor, run_id: str) -> RunResult:
 async def _run_time_range(proc: Processor, run_id: str,
                           seconds_range: tuple[float, float]) -> RunResult:
     """A time range goes through ``iter`` (which publishes nothing), one run
-    per group of same-kind targets (iter merges only one kind)."""
+    per group of same-kind targets (iter merges only one kind), all counting
+    seconds from the origin the first one found."""
     plan = proc.plan(proc.targets)
     groups: dict[str, list[str]] = {}
     for t in proc.targets:
@@ -653,6 +654,7 @@ async def _run_time_range(proc: Processor, run_id: str,
                     nbytes[t] += len(chunk) * plan.nodes[plan.producer[t]].output_dtypes[
                         t].itemsize
         stats = chunks.statistics()
+        selection = chunks.selection  # absolute now: one origin for every kind
         result.stats.append(stats)
         for t in group:
             result.counts[t] = TargetCount(rows[t], nbytes[t], _origin(stats, t))

@@ -848,6 +848,17 @@ class _Run:
         if all(t in self.loaded for t in self.outputs):
             self.load_ranges = sel.load_ranges({t: self.loaded[t] for t in self.outputs})
 
+    def _stored_run_range(self) -> tuple[int, int] | None:
+        """The range the sources announced when the loaded data was computed
+        (savers keep it in the metadata): with no source running, it is still
+        the run's start that ``seconds_range`` counts from, so the origin is
+        the same whether data is computed or loaded."""
+        ranges = [r for s in self.loaded.values()
+                  if isinstance(r := s.metadata.get("run_range"), list) and len(r) == 2]
+        if not ranges:
+            return None
+        return (min(int(r[0]) for r in ranges), max(int(r[1]) for r in ranges))
+
     def _build(self):
         p = self.processor
         self.monitor = _Monitor(self, relax=p.relax_bounds)
@@ -895,6 +906,8 @@ class _Run:
                 if writable is not None and self._should_save(node, d):
                     self.savers[d] = self.mailboxes[d].subscribe(f"save:{d}")
                     self.counters[f"save:{d}"] = _Counters(f"save:{d}", "save", ())
+        if self.time_range is None:
+            self.time_range = self._stored_run_range()
         self._resolve_selection()
         for g in self.groups.values():
             self.cursors[g.name] = {d: self.mailboxes[d].subscribe(g.name) for d in g.inputs}
@@ -1377,6 +1390,10 @@ class _Run:
             compressor="zstd", compression_level=cls.compression_level,
             straxio_version=_version(), plugin=cls.__name__,
             plugin_version=cls.version())
+        if self.time_range is not None:
+            # What the sources announced: the run's start, for seconds_range
+            # of later calls that load this data (see _stored_run_range).
+            metadata["run_range"] = list(self.time_range)
         # Opening takes a lock and creates a folder in a worker thread. If the run
         # is cancelled meanwhile, finish opening and abort, so that neither a
         # lock nor an unexplained folder stays behind. The task is awaited on
@@ -1488,6 +1505,13 @@ class ChunkStream:
 
     def statistics(self) -> RunStatistics:
         return self._run.statistics()
+
+    @property
+    def selection(self) -> Selection | None:
+        """The run's selection, its ``seconds_range`` made absolute (the
+        origin found for this run): pass it to later calls that must count
+        from the same origin."""
+        return self._run.selection
 
 
 # --------------------------------------------------------------------------- processor
