@@ -9,7 +9,8 @@ Python
     loop. A block whose first line is ``# strax`` shows strax's own code and
     is not run. A ```text block right after a python block (nothing but
     blank lines between them) is what that block prints on stdout, compared
-    as below.
+    as below; a block that prints must be followed by one (else what it
+    prints is checked by nobody).
 
 Files
     ``<!-- file: NAME -->`` (or ``<!-- plugin file: NAME -->``) on the line
@@ -43,9 +44,10 @@ and ELLIPSIS:
       ``...`` any number of lines (also none): use it for lineage hashes,
       pids, absolute paths and anything else that varies.
 
-Hidden set-up that a reader does not need to see can go in an HTML comment
-starting with ``<!-- setup``; prefer showing it (examples should run as a
-reader sees them).
+Examples run as a reader sees them: hidden set-up code (an HTML comment
+starting with ``<!-- setup``) is refused. Show the set-up instead: the
+imports, a context, the toy plugins of ``straxio.testing`` or a small
+plugin defined on the page.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ COMMAND_TIMEOUT = 120
 _ITEM = re.compile(
     # a fenced block, maybe indented (in a list item)
     r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$"
-    r"|<!-- setup\n(?P<setup>.*?)-->"                          # hidden set-up code
+    r"|<!-- setup\n(?P<setup>.*?)-->"                          # hidden set-up: refused
     r"|<!-- (?:plugin )?file: (?P<file>\S+) -->"               # the next block is a file
     r"|<!-- not run: (?P<skip>.*?)-->",                        # the next block is not run
     re.S | re.M)
@@ -89,7 +91,7 @@ _ITEM = re.compile(
 class Block:
     """One fenced block (or hidden set-up) of a page."""
 
-    lang: str           # "python", "console", "text", "setup", ...
+    lang: str           # "python", "console", "text", "setup" (refused), ...
     line: int           # line of its first body line, 1-based
     body: str
     file: str | None = None      # written out as this file, not run
@@ -131,8 +133,7 @@ def blocks(path: pathlib.Path) -> list[Block]:
 
 def python_blocks(path: pathlib.Path) -> list[Block]:
     return [b for b in blocks(path)
-            if (b.lang == "python" and b.file is None and not b.body.startswith("# strax"))
-            or b.lang == "setup"]
+            if b.lang == "python" and b.file is None and not b.body.startswith("# strax")]
 
 
 def console_blocks(path: pathlib.Path) -> list[Block]:
@@ -263,7 +264,20 @@ def test_python_examples(path, tmp_path, monkeypatch):
             if not matches(expected, printed.getvalue().splitlines()):
                 failures.append(mismatch(where, "printed output", expected,
                                          printed.getvalue()))
+        elif printed.getvalue():
+            failures.append(mismatch(
+                where, "prints, but no ```text block right after it shows what: add one",
+                [], printed.getvalue()))
     assert not failures, "\n\n".join(failures)
+
+
+def test_no_hidden_setup():
+    """No page runs code its reader cannot see."""
+    hidden = [f"{path.name}:{b.line}" for path in DOCS for b in blocks(path) if b.lang == "setup"]
+    assert not hidden, (
+        f"hidden set-up (`<!-- setup`) at {', '.join(hidden)}: examples must run as a reader "
+        "sees them; show the set-up in a ```python block (imports, a context, the toy "
+        "plugins of straxio.testing or a small plugin defined on the page)")
 
 
 # --------------------------------------------------------------------------- shell blocks
