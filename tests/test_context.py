@@ -36,6 +36,15 @@ def test_bool_is_not_an_int_but_int_is_a_float():
     toy_context(large_area=100).plan("cut_large_area")
 
 
+def test_an_int_for_a_float_option_names_the_same_data_as_the_float():
+    # `straxio run -c large_area=100` after data was made with 100.0 loads it,
+    # instead of computing and storing a second copy under another key.
+    as_int = toy_context(large_area=100).key_for("r", "cut_large_area")
+    assert as_int == toy_context(large_area=100.0).key_for("r", "cut_large_area")
+    assert as_int.lineage["cut_large_area"][2] == {"large_area": 100.0}
+    assert toy_context(n_peaks=300).key_for("r", "peaks").lineage["peaks"][2]["n_peaks"] == 300
+
+
 def test_unknown_config_key_suggests_closest_name():
     ctx = toy_context(proximity_windw=10)
     with pytest.raises(straxio.ConfigError, match="did you mean 'proximity_window'"):

@@ -379,9 +379,9 @@ def test_cli_demo_then_run_loads_in_a_fresh_process(tmp_path, numba_cache):
                   cwd=folder, cache=numba_cache)
         if label == "cold":
             filled(numba_cache)
-        # The size as a float: the lineage holds the value as given (4 is not 4.0).
+        # As a user types it: "4", an int, names the same data as the demo's 4.0.
         done = run_child([*cli, "run", "demo_000", "-t", "raw_records", "-c",
-                          f"run_size_mb={DEMO_MB!r}", "-w", workers, "--no-progress"],
+                          f"run_size_mb={int(DEMO_MB)}", "-w", workers, "--no-progress"],
                          cwd=folder, cache=numba_cache)
         line = re.search(r"^\s*raw_records\s+([\d,]+)\s.*$", done.stdout, re.M)
         assert line and line[0].split()[-1] == "loaded", done.stdout

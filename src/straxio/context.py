@@ -391,7 +391,7 @@ class Context:
             else:
                 value = opt.default
             opt.validate(value, plugin_name=cls.__name__)
-            out[name] = value
+            out[name] = opt.normalize(value)
         return out
 
     # --------------------------------------------------------------- introspection

@@ -86,7 +86,8 @@ class Option:
         option required.
     type
         A type or tuple of types the value must be an instance of. Inferred
-        from ``default`` when omitted (``float`` options also accept ints).
+        from ``default`` when omitted (``float`` options also accept ints,
+        taken as floats: ``4`` and ``4.0`` configure, and name, the same data).
     help
         One line saying what the option does; shown by ``show_config``.
     track
@@ -144,6 +145,17 @@ class Option:
                 f"got {value!r} ({type_name(value)}); "
                 f"help: {self.help or 'no help given'}"
             )
+
+    def normalize(self, value):
+        """``value`` as the plugin sees it and its lineage records it: an int
+        given to a ``float`` option becomes a float, so that ``-c x=4`` and a
+        stored ``x=4.0`` are one lineage, not two."""
+        t = self.type
+        types = t if isinstance(t, tuple) else (t,)
+        if (float in types and int not in types and isinstance(value, int)
+                and not isinstance(value, bool)):
+            return float(value)
+        return value
 
     def __repr__(self):
         return f"Option({self.name!r}, default={self.default!r}, type={self.type!r})"
