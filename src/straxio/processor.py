@@ -296,16 +296,19 @@ def _clocked(clock: _Clock, fn, *args):
     return fn(*args)
 
 
-# Threads abandoned to computes past their timeout, in this process.
+# Threads abandoned to computes past their timeout, in this process (loops
+# in several threads may add to it: guarded).
 _ABANDONED_THREADS: list[threading.Thread] = []
+_ABANDONED_GUARD = threading.Lock()
 
 
 def abandoned_threads() -> list[threading.Thread]:
     """Threads abandoned to computes that ran past their ``compute_timeout``
     and are still running (the interpreter waits for them at exit; the CLI
     exits without waiting)."""
-    _ABANDONED_THREADS[:] = [t for t in _ABANDONED_THREADS if t.is_alive()]
-    return list(_ABANDONED_THREADS)
+    with _ABANDONED_GUARD:
+        _ABANDONED_THREADS[:] = [t for t in _ABANDONED_THREADS if t.is_alive()]
+        return list(_ABANDONED_THREADS)
 
 
 # Per worker process: configured plugin instances, keyed by what configures them.
@@ -1762,7 +1765,8 @@ class Processor:
                                   started=clock.started or time.monotonic())
         self._abandoned.append(record)
         if clock.thread is not None:
-            _ABANDONED_THREADS.append(clock.thread)
+            with _ABANDONED_GUARD:
+                _ABANDONED_THREADS.append(clock.thread)
         log.warning("%s: abandoned thread %s to a compute that ran past its compute_timeout "
                     "of %g s; it goes on in the background (threads cannot be killed), and "
                     "the interpreter waits for it at exit", record.where, record.thread,
