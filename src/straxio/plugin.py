@@ -291,8 +291,9 @@ class Plugin:
         Input data types; empty for a source.
     data_kind : str or dict
         Kind of the output (dict per type for multi-output). Defaults to the
-        kind of the base input (a plain plugin keeps its input's rows), or to
-        ``provides`` for a source.
+        kind of the base input (a plain plugin keeps its input's rows); for a
+        source, and for each type of a multi-output plugin, to the type's own
+        name (one kind per type).
     dtype : numpy dtype, or dict of dtypes per provided type
         Output dtype(s); override :meth:`infer_dtype` to compute it.
     __version__ : str or None
