@@ -172,6 +172,7 @@ async def test_a_process_compute_past_its_timeout_is_killed(aloop, tmp_path, cap
             os.kill(pid, 0)  # killed and reaped
         assert "plugin FragileWithTimeout computing peak_basics for run 'slow', chunk 2" \
             in str(info.value)
+        assert info.value.seconds == 1.0
         toy.assert_same_arrays(await fetch(proc, "after"), REFERENCE["peak_basics"], "after")
     no_unretrieved_errors(caplog)
 
@@ -232,6 +233,7 @@ async def test_a_thread_compute_past_its_timeout_is_abandoned_and_reported(aloop
                 in message or f"fused plugins {plugin.__name__} for run 'stuck', chunk 1 [" \
                 in message, message
             assert "thread straxio-compute" in message and "abandoned" in message
+            assert message.count(f"run 'stuck', chunk 1 [") == 1, message
             (abandoned,) = proc.statistics().abandoned
             assert abandoned.thread in message
             # The other run, and runs after, go on with the new thread pool.

@@ -171,6 +171,10 @@ def describe_failure(run_id: str, exc: BaseException) -> str:
     notes = [n.removeprefix(_NOTE) for n in getattr(exc, "__notes__", ())
              if n.startswith(_NOTE) and not n.startswith(_NOTE + "at the same time")]
     message = _first_line(exc)
+    if notes:
+        # straxio's own errors about a compute (WorkerDied, ComputeTimeout)
+        # name plugin, run and chunk themselves: say it once.
+        message = message.removeprefix(notes[0].removeprefix("in ") + ": ")
     what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return f"failed {notes[0]}: {what}" if notes else f"run {run_id!r} failed: {what}"
 

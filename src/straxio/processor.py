@@ -458,15 +458,18 @@ class _Job:
 
     async def result(self):
         try:
-            if self.clock is None:
+            if self.clock is not None:
+                return await self._result_within_timeout()
+            try:
                 return await self.fut
-            return await self._result_within_timeout()
+            except WorkerDied as e:
+                # The pool says what happened to the worker; say what it computed.
+                raise WorkerDied(f"{self.where()}: {e}") from None
+            except ComputeTimeout as e:
+                raise ComputeTimeout(f"{self.where()}: {e}", seconds=e.seconds) from None
         except asyncio.CancelledError:
             await self.settle()
             raise
-        except (WorkerDied, ComputeTimeout) as e:
-            # The pool says what happened to the worker; say what it computed.
-            raise type(e)(f"{self.where()}: {e}") from None
 
     async def _result_within_timeout(self):
         clock, timeout = self.clock, self.timeout
@@ -1767,10 +1770,11 @@ class Processor:
         if clock.thread is not None:
             with _ABANDONED_GUARD:
                 _ABANDONED_THREADS.append(clock.thread)
-        log.warning("%s: abandoned thread %s to a compute that ran past its compute_timeout "
-                    "of %g s; it goes on in the background (threads cannot be killed), and "
-                    "the interpreter waits for it at exit", record.where, record.thread,
-                    record.timeout)
+        # The run's ComputeTimeout says it too; this is for the service's log.
+        log.info("%s: abandoned thread %s to a compute that ran past its compute_timeout "
+                 "of %g s; it goes on in the background (threads cannot be killed), and "
+                 "the interpreter waits for it at exit", record.where, record.thread,
+                 record.timeout)
         old = self._threads
         self._threads = concurrent.futures.ThreadPoolExecutor(
             self.max_workers, thread_name_prefix="straxio-compute")

@@ -26,7 +26,8 @@ must stay inside that run, so straxio keeps its own, small pool:
 The pool speaks ``concurrent.futures.Future`` like the thread pool, so the
 processor treats both alike (``asyncio.wrap_future``). Workers ignore SIGINT
 (a Ctrl-C in a terminal reaches the whole process group; the parent decides
-what stops) and are daemon processes, so none outlives the parent.
+what stops) and are daemon processes, so none outlives the parent (and a
+compute cannot start processes of its own: daemonic processes may not).
 """
 
 from __future__ import annotations
@@ -78,11 +79,18 @@ def _worker_main(conn: multiprocessing.connection.Connection,
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         initializer()
+    try:
+        _serve_tasks(conn)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the parent is gone: nobody wants the outcome
+
+
+def _serve_tasks(conn: multiprocessing.connection.Connection) -> None:
     while True:
         try:
             message = conn.recv()
-        except EOFError:
-            return  # the parent is gone
+        except (EOFError, OSError):
+            raise
         except Exception as e:  # the task did not unpickle (e.g. an unimportable class)
             conn.send(_STARTED)
             conn.send(("error", _portable(e)))
@@ -98,7 +106,7 @@ def _worker_main(conn: multiprocessing.connection.Connection,
         del message, fn, args
         try:
             conn.send(outcome)
-        except Exception as e:  # the result does not pickle
+        except (pickle.PicklingError, TypeError, AttributeError) as e:  # does not pickle
             conn.send(("error", RemoteError(type(e).__qualname__,
                                             f"the compute's result could not be sent: {e}",
                                             "".join(traceback.format_exception(e)))))
