@@ -158,3 +158,21 @@ def test_shutdown_cancels_what_has_not_started(tmp_path):
         os.kill(pid, 0)
     with pytest.raises(RuntimeError, match="shut down"):
         pool.submit(square, 1)
+
+
+def test_a_worker_keeps_a_bounded_number_of_configured_plugins():
+    # A worker lives as long as its processor, which may serve many runs: the
+    # plugin instances it keeps (one per run and configuration) are bounded.
+    from straxio import processor
+    from straxio import testing as toy
+
+    processor._WORKER_PLUGINS.clear()
+    bind = dict(config={}, input_dtypes={"peaks": toy.PEAK_DTYPE},
+                input_kinds={"peaks": "peaks"})
+    first = processor._worker_plugin(toy.PeakBasics, dict(bind, run_id="r0"))
+    for i in range(1, 3 * processor.WORKER_PLUGINS_KEPT):
+        processor._worker_plugin(toy.PeakBasics, dict(bind, run_id=f"r{i}"))
+    assert len(processor._WORKER_PLUGINS) == processor.WORKER_PLUGINS_KEPT
+    again = processor._worker_plugin(toy.PeakBasics, dict(bind, run_id="r0"))
+    assert again is not first and again.run_id == "r0"  # set up again when needed
+    processor._WORKER_PLUGINS.clear()

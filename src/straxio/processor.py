@@ -36,6 +36,7 @@ relaxing is disabled, fails the run with :class:`PipelineStalled`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -311,8 +312,11 @@ def abandoned_threads() -> list[threading.Thread]:
         return list(_ABANDONED_THREADS)
 
 
-# Per worker process: configured plugin instances, keyed by what configures them.
-_WORKER_PLUGINS: dict[bytes, Plugin] = {}
+# Per worker process: configured plugin instances, keyed by what configures
+# them (the run id among it), the most recently used last. Bounded: a worker
+# lives as long as its processor, which may serve runs for months.
+_WORKER_PLUGINS: collections.OrderedDict[bytes, Plugin] = collections.OrderedDict()
+WORKER_PLUGINS_KEPT = 32
 
 
 def _worker_plugin(cls: type[Plugin], bind: dict) -> Plugin:
@@ -323,6 +327,10 @@ def _worker_plugin(cls: type[Plugin], bind: dict) -> Plugin:
         plugin._bind(**bind)
         plugin.setup()
         _WORKER_PLUGINS[key] = plugin
+        while len(_WORKER_PLUGINS) > WORKER_PLUGINS_KEPT:
+            _WORKER_PLUGINS.popitem(last=False)
+    else:
+        _WORKER_PLUGINS.move_to_end(key)
     return plugin
 
 
