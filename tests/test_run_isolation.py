@@ -217,12 +217,15 @@ async def test_closing_the_processor_kills_a_process_compute_at_once(aloop, tmp_
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("plugin", [Stuck, StuckParallel], ids=["plain", "fused"])
 async def test_a_thread_compute_past_its_timeout_is_abandoned_and_reported(aloop, caplog,
-                                                                          plugin):
+                                                                          plugin, workers):
+    # With one worker, the other run's computes wait in the pool whose only
+    # thread is stuck: they must move to the new pool, not wait for it.
     RELEASE.clear()
     ctx = straxio.Context(register=[toy.Peaks, plugin], config=CONFIG)
-    proc = ctx.processor("peak_basics", max_workers=2)
+    proc = ctx.processor("peak_basics", max_workers=workers)
     try:
         async with proc:
             other = asyncio.create_task(fetch(proc, "other"), name="straxio-test:other")

@@ -441,15 +441,19 @@ class _Job:
     their worker at once when the job is settled unfinished.
     """
 
-    __slots__ = ("abandoned", "cf", "clock", "fut", "kill", "pool", "processor", "timeout",
-                 "where")
+    __slots__ = ("_loop", "_moving", "abandoned", "cf", "clock", "executor", "fut", "kill",
+                 "pool", "processor", "resubmit", "timeout", "where")
 
     def __init__(self, cf: concurrent.futures.Future, processor: Processor,
                  where: ty.Callable[[], str], *, pool: str = "thread",
                  timeout: float | None = None, clock: _Clock | None = None,
-                 kill: ty.Callable[[concurrent.futures.Future], None] | None = None):
-        self.cf = cf
-        self.fut = asyncio.wrap_future(cf)
+                 kill: ty.Callable[[concurrent.futures.Future], None] | None = None,
+                 executor: ty.Any = None,
+                 resubmit: ty.Callable[[], concurrent.futures.Future] | None = None):
+        # What asyncio.wrap_future does, but the concurrent future can be
+        # swapped for another (see move) while the owner awaits ``fut``.
+        self._loop = asyncio.get_running_loop()
+        self.fut = self._loop.create_future()
         self.fut.add_done_callback(_retrieve)
         self.processor = processor
         self.where = where
@@ -457,12 +461,53 @@ class _Job:
         self.timeout = timeout
         self.clock = clock
         self.kill = kill
+        #: the thread pool it was submitted to, and how to submit it again
+        self.executor = executor
+        self.resubmit = resubmit
         self.abandoned = False
-        # Listed until the compute itself ends (a cancelled run's wrapper
-        # future ends at once, the compute does not); the callback may run
-        # in the worker thread, where a dict pop is atomic.
+        self._moving = False
+        # Listed until the compute itself ends (a cancelled run's ``fut``
+        # ends at once, the compute does not).
         processor._jobs[self] = None
-        cf.add_done_callback(lambda _: processor._jobs.pop(self, None))
+        self._attach(cf)
+
+    def _attach(self, cf: concurrent.futures.Future) -> None:
+        self.cf = cf
+        cf.add_done_callback(self._cf_done)
+
+    def _cf_done(self, cf: concurrent.futures.Future) -> None:
+        # In the worker thread (a dict pop is atomic there), or on the loop.
+        if cf is not self.cf or (self._moving and cf.cancelled()):
+            return
+        self.processor._jobs.pop(self, None)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits it
+            self._loop.call_soon_threadsafe(self._copy, cf)
+
+    def _copy(self, cf: concurrent.futures.Future) -> None:
+        if self.fut.done():  # cancelled by its owner meanwhile
+            return
+        if cf.cancelled():
+            self.fut.cancel()
+        elif (e := cf.exception()) is not None:
+            self.fut.set_exception(e)
+        else:
+            self.fut.set_result(cf.result())
+
+    def move(self, executor: ty.Any) -> bool:
+        """Take a thread compute that has not started back from its pool and
+        submit it again (to the current pool): used when its pool is given
+        up, whose threads may all be stuck. False if it started meanwhile."""
+        if self.resubmit is None or self.executor is not executor:
+            return False
+        self._moving = True
+        try:
+            if not self.cf.cancel():
+                return False
+            self.executor = None
+            self._attach(self.resubmit())
+            return True
+        finally:
+            self._moving = False
 
     async def result(self):
         try:
@@ -1738,8 +1783,18 @@ class Processor:
             fn, args = _clocked, (clock, fn, *args)
         else:
             clock = None
+        executor = None if io else self._threads
+        job: _Job | None = None
+
+        def resubmit() -> concurrent.futures.Future:
+            assert job is not None
+            job.executor = self._threads
+            return self._submit_thread(run, fn, *args, io=io)
+
         cf = self._submit_thread(run, fn, *args, io=io)
-        return _Job(cf, self, where, timeout=timeout, clock=clock)
+        job = _Job(cf, self, where, timeout=timeout, clock=clock, executor=executor,
+                   resubmit=None if io else resubmit)
+        return job
 
     def _process_job(self, run: _Run, where: ty.Callable[[], str], cls: type[Plugin],
                      bind: dict, kwargs: dict, *, timeout: float | None) -> _Job:
@@ -1786,6 +1841,10 @@ class Processor:
         old = self._threads
         self._threads = concurrent.futures.ThreadPoolExecutor(
             self.max_workers, thread_name_prefix="straxio-compute")
+        # Computes queued on the old pool (other runs' among them) go to the
+        # new one: every thread of the old pool may be stuck (max_workers=1).
+        moved = sum(other.move(old) for other in list(self._jobs) if other is not job)
+        log.debug("moved %d queued computes to the new thread pool", moved)
         if old is not None:
             old.shutdown(wait=False)
 
