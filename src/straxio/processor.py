@@ -1821,8 +1821,8 @@ class Processor:
         """A thread compute ran past its timeout: threads cannot be killed, so
         the thread is left to it, reported, and the thread pool replaced (the
         old one shut down without waiting) so that later computes, other runs
-        and :meth:`aclose` do not wait for it. Computes already queued on the
-        old pool still run on its other threads."""
+        and :meth:`aclose` do not wait for it. Computes queued on the old pool
+        and not started move to the new one (all its threads may be stuck)."""
         clock = job.clock
         assert clock is not None
         record = AbandonedCompute(where=job.where(),
