@@ -431,6 +431,40 @@ async def test_replace_interrupted_between_renames_keeps_old_data_complete(
     assert sorted(os.listdir(root)) == [KEY.name, KEY.name + ".lock"]
 
 
+async def test_abort_records_the_failure_even_when_cancelled_again_meanwhile(
+        aloop, tmp_path, run_sync):
+    # A run that fails cancels its savers, and the caller leaving the failed
+    # run may cancel them once more while they record the failure: the record
+    # is one small write, so it is finished, then the cancel goes on.
+    chunks = peak_chunks(2)
+    store = DirectoryStore(tmp_path)
+    writer = await store.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
+                                     run_sync=run_sync)
+    await writer.write(encode_chunk(chunks[0], 0, 1))
+    entered, release = asyncio.Event(), asyncio.Event()
+    real = writer._run_sync
+
+    async def slow_run_sync(fn, *args):
+        entered.set()
+        await release.wait()
+        return await real(fn, *args)
+
+    writer._run_sync = slow_run_sync
+    aborting = asyncio.create_task(writer.abort(ValueError("chunk 1 exploded")))
+    await entered.wait()
+    for _ in range(2):
+        aborting.cancel()
+        await asyncio.sleep(0)
+    assert not aborting.done()  # still recording
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await aborting
+    (entry,) = store.list_stored()
+    assert (entry.status, entry.detail.split(" (")[0]) == ("failed", "builtins.ValueError: chunk 1 exploded")
+    await write_chunks(store, chunks, run_sync)  # the lock was released
+    assert [e.status for e in store.list_stored()] == ["complete"]
+
+
 async def test_abort_after_a_replace_failed_between_renames_puts_old_data_back(
         aloop, tmp_path, run_sync, monkeypatch):
     root = tmp_path / "store"

@@ -200,6 +200,7 @@ from typing import Any
 
 import aiofiles
 
+from .._aio import finish_despite_cancel
 from ..exceptions import DataCorrupted, KeyLocked, StraxioError
 from .base import (
     ChunkInfo,
@@ -1264,6 +1265,7 @@ class DirectoryWriter(Writer):
         docstring), so a save that failed on a full disk is listed as
         "failed". If recording fails all the same, that is logged (the
         caller has ``exc`` to raise) and the folder is listed as "stale".
+        A cancel while recording is held back until the record is written.
         """
         if self._state in ("closed", "aborted"):
             return
@@ -1273,7 +1275,11 @@ class DirectoryWriter(Writer):
             exc = self._failure
         try:
             if not self._published:
-                await self._run_sync(self._record_failure, exc, list(self._chunks))
+                # Finished even if the caller is cancelled (again) meanwhile:
+                # one small write, and without it the entry would show as stale.
+                await finish_despite_cancel(
+                    self._run_sync(self._record_failure, exc, list(self._chunks)),
+                    name=f"straxio:record-failure:{self.key.name}")
         finally:
             # Short and synchronous, so it happens even if the await above is
             # cancelled: a lock leaked in a long-lived process blocks the key.
