@@ -236,7 +236,7 @@ async def test_a_thread_compute_past_its_timeout_is_abandoned_and_reported(aloop
                 in message or f"fused plugins {plugin.__name__} for run 'stuck', chunk 1 [" \
                 in message, message
             assert "thread straxio-compute" in message and "abandoned" in message
-            assert message.count(f"run 'stuck', chunk 1 [") == 1, message
+            assert message.count("run 'stuck', chunk 1 [") == 1, message
             (abandoned,) = proc.statistics().abandoned
             assert abandoned.thread in message
             # The other run, and runs after, go on with the new thread pool.
