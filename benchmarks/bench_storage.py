@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import straxio
-from straxio.storage import DirectoryStore, StorageKey, decode_chunk, dtype_to_json, encode_chunk
+from straxio.storage import DataKey, DirectoryStore, decode_chunk, dtype_to_json, encode_chunk
 
 RECORD = np.dtype([*straxio.time_fields(), ("channel", np.int16), ("baseline", np.float32),
                    ("data", np.int16, 110)])
@@ -100,7 +100,7 @@ async def main(args):
         print("|---|---|---|---|")
         for level in args.levels:
             store = DirectoryStore(os.path.join(root, f"level{level}"))
-            key = StorageKey("bench", "records", f"l{level}")
+            key = DataKey("bench", "records", f"l{level}")
             t0 = time.perf_counter()
             written = await save(store, key, chunks, level, run_sync)
             t1 = time.perf_counter()
@@ -116,7 +116,7 @@ async def main(args):
         for n_chunks in args.counts:
             tiny = make_chunks(n_chunks, 1, seed=1)
             store = DirectoryStore(os.path.join(root, f"n{n_chunks}"))
-            key = StorageKey("bench", "records", f"n{n_chunks}")
+            key = DataKey("bench", "records", f"n{n_chunks}")
             t0 = time.perf_counter()
             await save(store, key, tiny, 3, run_sync)
             t1 = time.perf_counter()

@@ -13,7 +13,7 @@ import pytest
 import straxio
 from straxio import Plugin
 from straxio import testing as toy
-from straxio.processor import fusable
+from straxio.plan import NodeMode, node_mode
 
 from .conftest import new_straxio_threads
 
@@ -30,15 +30,24 @@ def compute_threads():
     return new_straxio_threads()  # of this test: others' are not its business
 
 
+def planned(plugins):
+    ctx = straxio.Context(register=plugins)
+    return ctx.plan(ctx.data_types).nodes
+
+
 def test_which_plugins_may_fuse():
-    plugins = {p.__name__: p for p in toy.toy_plugins(parallel=True)}
-    assert fusable(plugins["PeakBasics"]) and fusable(plugins["PeakSummary"])
-    assert not fusable(plugins["Peaks"])  # a source
-    assert not fusable(plugins["PeakProximity"])  # its own iter (overlap window)
-    assert not fusable(plugins["TimeToNextPeak"])  # stateful
-    assert not fusable(toy.ProcessPeakBasics)  # process pool
-    serial = {p.__name__: p for p in toy.toy_plugins()}
-    assert not fusable(serial["PeakBasics"])  # not declared stateless
+    nodes = planned(toy.toy_plugins(parallel=True))
+    assert nodes["PeakBasics"].fusable and nodes["PeakSummary"].fusable
+    assert nodes["Peaks"].mode is NodeMode.SOURCE and not nodes["Peaks"].fusable
+    # its own iter (overlap window), or stateful: run by their own iter
+    for name in ("PeakProximity", "TimeToNextPeak"):
+        assert nodes[name].mode is NodeMode.ITER and not nodes[name].fusable, name
+    with_process = [p for p in toy.toy_plugins() if p.__name__ != "PeakBasics"]
+    process = planned([*with_process, toy.ProcessPeakBasics])["ProcessPeakBasics"]
+    assert process.mode is NodeMode.STAGE and not process.fusable  # process pool
+    serial = planned(toy.toy_plugins())["PeakBasics"]
+    assert serial.mode is NodeMode.STAGE and not serial.fusable  # not declared stateless
+    assert node_mode(toy.PeakProximity) is NodeMode.ITER
 
 
 @pytest.mark.asyncio

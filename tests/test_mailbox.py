@@ -309,7 +309,7 @@ async def test_detached_cursor_reads_nothing_more(aloop):
     gone.detach()
     for _ in range(3):
         await stays.get()  # every chunk is dropped now
-    with pytest.raises(StopAsyncIteration):
+    with pytest.raises(straxio.EndOfStream):
         await gone.get()
 
 

@@ -24,7 +24,7 @@ import pytest
 import straxio
 from straxio import SaveWhen
 from straxio import testing as toy
-from straxio.storage import DirectoryStore, StorageKey
+from straxio.storage import DataKey, DirectoryStore
 
 # A run of 5 chunks of 1 s, 10 rows each, starting half a second after a
 # whole second (so that flooring the run start to seconds shows).
@@ -213,7 +213,7 @@ def sx_context(sx):
 def find(ctx, run_id, data_type):
     """What the context's first store holds for ``data_type`` (current lineage)."""
     key = ctx.key_for(run_id, data_type)
-    return ctx.stores[0].find(StorageKey(run_id, data_type, key.lineage_hash))
+    return ctx.stores[0].find(DataKey(run_id, data_type, key.lineage_hash))
 
 
 def assert_same_fields(got, want):
@@ -690,7 +690,7 @@ def test_run_ids_with_the_key_separator_are_refused_as_in_strax(tmp_path, sx_con
 
 def test_a_run_id_too_long_for_a_file_name_is_refused_before_anything_runs(tmp_path):
     ctx = straxio_context(DirectoryStore(tmp_path))
-    limit = straxio.context.NAME_MAX - max(
+    limit = straxio.plan.NAME_MAX - max(
         len(f"-{d}-{ctx.key_for('r', d).lineage_hash}") for d in ("things", "alpha"))
     limit -= len(".tmp-1234567-abcdef01")
     ok = "a" * limit

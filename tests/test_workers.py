@@ -1,4 +1,4 @@
-"""The process pool on its own (straxio.workers): a worker that dies fails its
+"""The process pool on its own (straxio._runtime.process_pool): a worker that dies fails its
 own task only, a worker that died idle costs nobody anything, kill and
 timeout stop one worker, and shutting down leaves no process behind."""
 
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from straxio import ComputeTimeout, RemoteError, WorkerDied
-from straxio.workers import ProcessPool
+from straxio._runtime.process_pool import ProcessPool
 
 # Worker processes started and killed: seconds each (not in the quick subset).
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -163,16 +163,17 @@ def test_shutdown_cancels_what_has_not_started(tmp_path):
 def test_a_worker_keeps_a_bounded_number_of_configured_plugins():
     # A worker lives as long as its processor, which may serve many runs: the
     # plugin instances it keeps (one per run and configuration) are bounded.
-    from straxio import processor
     from straxio import testing as toy
+    from straxio._runtime import worker
 
-    processor._WORKER_PLUGINS.clear()
+    assert worker.PLUGINS.kept == worker.PLUGINS_KEPT  # what a worker process keeps
+    cache = worker.PluginCache(kept=5)
     bind = dict(config={}, input_dtypes={"peaks": toy.PEAK_DTYPE},
                 input_kinds={"peaks": "peaks"})
-    first = processor._worker_plugin(toy.PeakBasics, dict(bind, run_id="r0"))
-    for i in range(1, 3 * processor.WORKER_PLUGINS_KEPT):
-        processor._worker_plugin(toy.PeakBasics, dict(bind, run_id=f"r{i}"))
-    assert len(processor._WORKER_PLUGINS) == processor.WORKER_PLUGINS_KEPT
-    again = processor._worker_plugin(toy.PeakBasics, dict(bind, run_id="r0"))
+    first = cache.get(toy.PeakBasics, dict(bind, run_id="r0"))
+    assert cache.get(toy.PeakBasics, dict(bind, run_id="r0")) is first  # kept
+    for i in range(1, 3 * cache.kept):
+        cache.get(toy.PeakBasics, dict(bind, run_id=f"r{i}"))
+    assert len(cache) == cache.kept
+    again = cache.get(toy.PeakBasics, dict(bind, run_id="r0"))
     assert again is not first and again.run_id == "r0"  # set up again when needed
-    processor._WORKER_PLUGINS.clear()

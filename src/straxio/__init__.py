@@ -4,6 +4,8 @@ one asyncio event loop.
 The public API is what this module lists in ``__all__``.
 """
 
+from ._version import __version__
+from .batch import Batch, Contained
 from .chunk import (
     Chunk,
     check_continuity,
@@ -13,7 +15,7 @@ from .chunk import (
     split_by_containment,
     touching_windows,
 )
-from .context import Context, DataKey, Plan, PlanNode, Selection, deterministic_hash
+from .context import Context, Selection
 from .dtypes import (
     field_descriptions,
     interval_dtype,
@@ -29,6 +31,7 @@ from .exceptions import (
     ConfigError,
     DataCorrupted,
     DataNotAvailable,
+    EndOfStream,
     InvalidRunId,
     KeyLocked,
     PipelineStalled,
@@ -38,27 +41,22 @@ from .exceptions import (
     StraxioError,
     WorkerDied,
 )
+from .lineage import DataKey, deterministic_hash
 from .mailbox import Cursor, Mailbox, MailboxStatistics
-from .plugin import (
-    Batch,
-    Contained,
-    CutPlugin,
-    LoopPlugin,
-    MergeOnlyPlugin,
-    Option,
-    OverlapWindowPlugin,
-    Plugin,
-    SaveWhen,
-)
-from .processor import ComponentStatistics, Processor, ProcessorStatistics, RunStatistics
-
-__version__ = "0.1.0"
+from .options import Option, SaveWhen
+from .plan import Plan, PlanNode
+from .plugin import Plugin
+from .processor import ChunkStream, Processor
+from .special import CutPlugin, LoopPlugin, MergeOnlyPlugin, OverlapWindowPlugin
+from .statistics import ComponentKind, ComponentStatistics, ProcessorStatistics, RunStatistics
 
 __all__ = [
     "Batch",
     "CannotSplit",
     "Chunk",
     "ChunkError",
+    "ChunkStream",
+    "ComponentKind",
     "ComponentStatistics",
     "ComputeTimeout",
     "ConfigError",
@@ -69,6 +67,7 @@ __all__ = [
     "DataCorrupted",
     "DataKey",
     "DataNotAvailable",
+    "EndOfStream",
     "InvalidRunId",
     "KeyLocked",
     "LoopPlugin",
@@ -91,6 +90,7 @@ __all__ = [
     "Selection",
     "StraxioError",
     "WorkerDied",
+    "__version__",
     "check_continuity",
     "deterministic_hash",
     "endtime",

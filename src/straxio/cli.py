@@ -76,8 +76,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import click
 
-from . import __version__
-from .context import Context, Plan, Selection
+from . import graph
+from ._version import __version__
+from .blocking import new_loop
+from .context import Context
 from .exceptions import (
     ConfigError,
     DataCorrupted,
@@ -87,9 +89,12 @@ from .exceptions import (
     PluginError,
     StraxioError,
 )
+from .plan import Plan
 from .plugin import Plugin
-from .processor import ComponentStatistics, Processor, RunStatistics, abandoned_threads
-from .storage import DirectoryStore, StorageKey, StoredEntry
+from .processor import Processor, abandoned_threads
+from .selection import Selection
+from .statistics import ComponentKind, ComponentStatistics, RunStatistics
+from .storage import DataKey, DirectoryStore, StoredEntry
 
 if ty.TYPE_CHECKING:
     from tqdm import tqdm as Tqdm
@@ -355,12 +360,6 @@ def check_storage(path: str) -> str:
 # --------------------------------------------------------------------------- event loop
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    import uvloop
-
-    return uvloop.new_event_loop()
-
-
 T = ty.TypeVar("T")
 
 
@@ -427,7 +426,7 @@ def run_async(make: Callable[[], Awaitable[T]]) -> T:
                     loop.remove_signal_handler(sig)
 
     try:
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
+        with asyncio.Runner(loop_factory=new_loop) as runner:
             return runner.run(guarded())
     except KeyboardInterrupt:  # a SIGINT the loop's handler did not see
         raise Interrupted(EXIT_INTERRUPTED, "interrupted") from None
@@ -467,7 +466,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[ty.Any]],
 
 def _input_bytes(stats: RunStatistics) -> int:
     """Bytes that entered the run: produced by sources or loaded from a store."""
-    return sum(c.bytes_out for c in stats.components.values() if c.kind in ("source", "load"))
+    return sum(c.bytes_out for c in stats.components.values()
+               if c.kind in (ComponentKind.SOURCE, ComponentKind.LOAD))
 
 
 def _rate(c: ComponentStatistics) -> str:
@@ -481,9 +481,10 @@ def plugin_table(stats: RunStatistics) -> str:
     plugins that ran fused. Sinks are left out (they only drain the targets)."""
     rows = []
     for c in stats.components.values():
-        if c.kind in ("sink", "merge"):
+        if c.kind in (ComponentKind.SINK, ComponentKind.MERGE):
             continue
-        rows.append((c.name, c.kind, f"{c.chunks_in}/{c.chunks_out}", f"{c.bytes_in / 1e6:.2f}",
+        rows.append((c.name, c.kind.value, f"{c.chunks_in}/{c.chunks_out}",
+                     f"{c.bytes_in / 1e6:.2f}",
                      f"{c.bytes_out / 1e6:.2f}", f"{c.compute_seconds:.3f}",
                      f"{c.wait_input_seconds:.3f}", f"{c.wait_output_seconds:.3f}", _rate(c)))
     text = table(["component", "kind", "chunks in/out", "MB in", "MB out", "compute s",
@@ -507,16 +508,16 @@ def target_counts(stats: RunStatistics, plan: Plan) -> dict[str, TargetCount]:
     """Rows and bytes per target, from the sinks that drained them."""
     out = {}
     for t in plan.targets:
-        sink = stats.components.get(f"sink:{t}")
+        sink = stats.components.get(ComponentKind.SINK.component(t))
         out[t] = TargetCount(sink.rows if sink else 0, sink.bytes_in if sink else 0,
                              _origin(stats, t))
     return out
 
 
 def _origin(stats: RunStatistics, data_type: str) -> str:
-    if f"load:{data_type}" in stats.components:
+    if ComponentKind.LOAD.component(data_type) in stats.components:
         return "loaded"
-    if f"save:{data_type}" in stats.components:
+    if ComponentKind.SAVE.component(data_type) in stats.components:
         return "computed, saved"
     return "computed"
 
@@ -999,42 +1000,9 @@ def _graph_targets(ctx: Context, targets: tuple[str, ...],
     """The given targets, else every type nothing else depends on."""
     if targets:
         return targets
-    needed = {d for t in ctx.data_types for p in ctx._providers[t] for d in p.depends_on_tuple()}
-    leaves = tuple(t for t in ctx.data_types if t not in needed)
-    return leaves or defaults
-
-
-def _node_id(data_type: str) -> str:
-    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in data_type)
-    return safe if safe[:1].isalpha() else "t_" + safe
-
-
-def graph_dot(plan: Plan) -> str:
-    """The plan as a Graphviz digraph: one box per data type, edges from inputs."""
-    lines = ["digraph straxio {", "  rankdir=LR;", '  node [shape=box, style=rounded];']
-    for node in plan.nodes.values():
-        for d in node.provides:
-            label = (f"{d}\\n{node.name} {node.plugin_class.version()}"
-                     f"\\nkind {node.output_kinds[d]}")
-            lines.append(f'  "{d}" [label="{label}"];')
-    for node in plan.nodes.values():
-        for d in node.provides:
-            lines.extend(f'  "{dep}" -> "{d}";' for dep in node.depends_on)
-    lines.append("}")
-    return "\n".join(lines)
-
-
-def graph_mermaid(plan: Plan) -> str:
-    """The plan as a Mermaid flowchart (renders on GitHub and in many docs)."""
-    lines = ["flowchart LR"]
-    for node in plan.nodes.values():
-        for d in node.provides:
-            lines.append(f'  {_node_id(d)}["{d}<br/>{node.name} '
-                         f'{node.plugin_class.version()}<br/>kind {node.output_kinds[d]}"]')
-    for node in plan.nodes.values():
-        for d in node.provides:
-            lines.extend(f"  {_node_id(dep)} --> {_node_id(d)}" for dep in node.depends_on)
-    return "\n".join(lines)
+    depends = {t: tuple(d for p in ps for d in p.depends_on_tuple())
+               for t, ps in ctx.providers().items()}
+    return graph.leaf_types(depends) or defaults
 
 
 @cli.command("graph")
@@ -1061,7 +1029,7 @@ def graph_command(targets: tuple[str, ...], fmt: str, plugin_specs: tuple[str, .
     if fmt == "text":
         click.echo("\n\n".join(ctx.dependency_tree(t) for t in chosen))
     else:
-        click.echo(graph_dot(plan) if fmt == "dot" else graph_mermaid(plan))
+        click.echo(graph.dot(plan) if fmt == "dot" else graph.mermaid(plan))
     return EXIT_OK
 
 
@@ -1188,7 +1156,7 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
 
 
-def _removal_table(rows: Iterable[tuple[StoredEntry | StorageKey, int, str]]) -> str:
+def _removal_table(rows: Iterable[tuple[StoredEntry | DataKey, int, str]]) -> str:
     out = []
     for what, size, status in rows:
         k = what.key if isinstance(what, StoredEntry) else what
@@ -1242,7 +1210,7 @@ def rm_command(names: tuple[str, ...], storage: str, yes: bool, verbose: int) ->
     """
     store = _existing_store(storage)
     entries = store.list_stored()
-    chosen: dict[StorageKey, list[StoredEntry]] = {}
+    chosen: dict[DataKey, list[StoredEntry]] = {}
     for name in names:
         hits = [e for e in entries if fnmatch.fnmatchcase(e.key.name, name)]
         ours = [e for e in hits if e.status != "foreign"]

@@ -8,15 +8,19 @@ bad plugin output, bad configuration, impossible plans, stalls.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
+    "NOTE",
     "CannotSplit",
     "ChunkError",
     "ComputeTimeout",
     "ConfigError",
     "DataCorrupted",
     "DataNotAvailable",
+    "EndOfStream",
     "InvalidRunId",
     "KeyLocked",
     "PipelineStalled",
@@ -141,15 +145,45 @@ class InvalidRunId(StraxioError, ValueError):
     id, the rule and the limit."""
 
 
+class EndOfStream(StraxioError):
+    """Raised by :meth:`straxio.Cursor.get` when the mailbox is closed and
+    every chunk was read (``async for`` over a cursor simply ends then)."""
+
+
 class KeyLocked(StraxioError):
     """Raised when a second writer tries to write data for a key that another
     writer (this process or another) is writing now."""
 
 
-def leaves(group: BaseExceptionGroup):
+#: The prefix of every note straxio adds to an exception.
+NOTE = "straxio: "
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
     """The exceptions inside an exception group, nested groups flattened."""
     for e in group.exceptions:
         if isinstance(e, BaseExceptionGroup):
             yield from leaves(e)
         else:
             yield e
+
+
+def single_exception(error: BaseException) -> BaseException:
+    """One exception for what a task group raised: the first failure itself
+    (same object, same type), the others named in its notes.
+
+    ``error`` may be a group (nested or not) or a plain exception (returned
+    as is). Cancellations count only when nothing else failed: a task
+    cancelled because another failed is not news. The same exception seen
+    twice (two tasks re-raising one failure) is counted once.
+    """
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    found = list({id(e): e for e in leaves(error)}.values())
+    failures = [e for e in found if not isinstance(e, asyncio.CancelledError)] or found
+    if not failures:
+        return error
+    first, *others = failures
+    for other in others:
+        first.add_note(f"{NOTE}at the same time: {type(other).__name__}: {other}")
+    return first

@@ -20,13 +20,33 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
+import typing as ty
 from collections import deque
-from typing import Any
 
 from .chunk import Chunk
-from .exceptions import StraxioError
+from .exceptions import EndOfStream, StraxioError
 
-__all__ = ["Cursor", "Mailbox", "MailboxStatistics"]
+__all__ = ["Cursor", "Mailbox", "MailboxStatistics", "Wait", "Watcher"]
+
+
+class Wait(enum.StrEnum):
+    """What a task blocked on a mailbox waits for."""
+
+    #: a reader, for the next chunk
+    GET = "get"
+    #: the producer, for room
+    PUT = "put"
+
+
+class Watcher(ty.Protocol):
+    """Told whenever a task blocks on a mailbox and when it goes on (a run's
+    stall monitor). ``key`` is the task, or the cursor of a reader outside
+    the run; ``fut`` is what it awaits."""
+
+    def block(self, key: object, mailbox: Mailbox, wait: Wait,
+              fut: asyncio.Future[None]) -> None: ...
+    def unblock(self, key: object) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +74,7 @@ class MailboxStatistics:
     waiting_subscribers: tuple[str, ...]
     closed: bool
 
-    def __str__(self):
+    def __str__(self) -> str:
         waits = ", ".join(self.waiting_subscribers) or "nobody"
         return (f"{self.data_type}: {self.buffered_chunks}/{self.max_chunks} chunks, "
                 f"{self.buffered_bytes}/{self.max_bytes} bytes buffered, "
@@ -64,13 +84,14 @@ class MailboxStatistics:
                 + (", closed" if self.closed else ""))
 
 
-class _NullMonitor:
+class _NoWatcher:
     """Used when a mailbox lives outside a run (tests, tools)."""
 
-    def block(self, key, mailbox, op, fut):
+    def block(self, key: object, mailbox: Mailbox, wait: Wait,
+              fut: asyncio.Future[None]) -> None:
         pass
 
-    def unblock(self, key):
+    def unblock(self, key: object) -> None:
         pass
 
 
@@ -89,13 +110,13 @@ class Mailbox:
     """
 
     def __init__(self, data_type: str, *, max_chunks: int = 4, max_bytes: int = 512 * 2**20,
-                 monitor: Any = None):
+                 monitor: Watcher | None = None):
         if max_chunks < 1:
             raise ValueError(f"max_chunks must be >= 1, got {max_chunks}")
         self.data_type = data_type
         self.max_chunks = max_chunks
         self.max_bytes = max_bytes
-        self._monitor = monitor or _NullMonitor()
+        self._monitor: Watcher = monitor or _NoWatcher()
         self._chunks: deque[Chunk] = deque()
         self._first = 0  # index (in publication order) of self._chunks[0]
         self._published = 0
@@ -107,7 +128,7 @@ class Mailbox:
         # on). Chunks can be dropped only when the last of them moves on, so
         # only then is the lowest position looked for (_took).
         self._at_first = 0
-        self._put_waiter: asyncio.Future | None = None
+        self._put_waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._error: BaseException | None = None
         # While relaxed: the buffer may hold this many chunks, whatever their bytes.
@@ -153,10 +174,10 @@ class Mailbox:
         if self._closed:
             raise StraxioError(f"mailbox {self.data_type!r}: put after close")
         while self._full():
-            fut = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._put_waiter = fut
             key = asyncio.current_task()
-            self._monitor.block(key, self, "put", fut)
+            self._monitor.block(key, self, Wait.PUT, fut)
             try:
                 await fut
             finally:
@@ -223,12 +244,12 @@ class Mailbox:
         for c in self._cursors:
             c._wake()
 
-    def _wake_producer(self):
+    def _wake_producer(self) -> None:
         w = self._put_waiter
         if w is not None and not w.done():
             w.set_result(None)
 
-    def _took(self, pos: int):
+    def _took(self, pos: int) -> None:
         """A subscribed cursor took the chunk at ``pos``."""
         if pos == self._first:
             self._at_first -= 1
@@ -240,7 +261,7 @@ class Mailbox:
         # would drop nothing.
         self._after_drop()
 
-    def _drop_taken(self):
+    def _drop_taken(self) -> None:
         cursors = self._cursors
         if len(cursors) == 1:
             lowest = cursors[0]._pos
@@ -260,7 +281,7 @@ class Mailbox:
         # never ahead of what was published).
         self._after_drop()
 
-    def _after_drop(self):
+    def _after_drop(self) -> None:
         if (self._relaxed_limit is not None and len(self._chunks) < self.max_chunks
                 and self._bytes < self.max_bytes):
             self._relaxed_limit = None  # back within budget: the relaxation is over
@@ -289,7 +310,7 @@ class Mailbox:
             closed=self._closed,
         )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Mailbox {self.statistics()}>"
 
 
@@ -301,7 +322,7 @@ class Cursor:
         self.name = name
         self.external = external
         self._pos = 0
-        self._waiter: asyncio.Future | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._detached = False
 
     @property
@@ -312,27 +333,35 @@ class Cursor:
     def detached(self) -> bool:
         return self._detached
 
-    def _wake(self):
+    def _wake(self) -> None:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
 
     async def get(self) -> Chunk:
-        """The next chunk; raises StopAsyncIteration at the end of the data,
-        or the mailbox's error if it failed. A detached cursor reads nothing
-        more (its unread chunks may be gone already)."""
+        """The next chunk.
+
+        Raises
+        ------
+        EndOfStream
+            At the end of the data (the mailbox is closed and every chunk was
+            read), and for a detached cursor, which reads nothing more (its
+            unread chunks may be gone already).
+        BaseException
+            The mailbox's error, if it failed.
+        """
         mb = self.mailbox
         if self._detached:
-            raise StopAsyncIteration
+            raise EndOfStream(f"{self.name} stopped reading {mb.data_type!r}")
         while self._pos >= mb._published:
             if mb._error is not None:
                 raise mb._error
             if mb._closed or self._detached:
-                raise StopAsyncIteration
-            fut = asyncio.get_running_loop().create_future()
+                raise EndOfStream(f"{self.name} read every chunk of {mb.data_type!r}")
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiter = fut
             key = self if self.external else asyncio.current_task()
-            mb._monitor.block(key, mb, "get", fut)
+            mb._monitor.block(key, mb, Wait.GET, fut)
             try:
                 await fut
             finally:
@@ -358,8 +387,12 @@ class Cursor:
         mb._drop_taken()
         self._wake()
 
-    def __aiter__(self):
+    def __aiter__(self) -> Cursor:
         return self
 
     async def __anext__(self) -> Chunk:
-        return await self.get()
+        # The one place where the end of the stream becomes StopAsyncIteration.
+        try:
+            return await self.get()
+        except EndOfStream:
+            raise StopAsyncIteration from None

@@ -27,9 +27,7 @@ Special kinds, all vectorised (no per-row Python loop in the engine):
 from __future__ import annotations
 
 import base64
-import dataclasses
 import difflib
-import enum
 import hashlib
 import inspect
 import json
@@ -40,244 +38,27 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 import numpy as np
 
 from . import dtypes as _dtypes
-from .chunk import Chunk, fully_contained_in, touching_windows
+from .batch import Batch, contained_rows, touching_rows
+from .chunk import Chunk
 from .exceptions import ConfigError, PluginError
+from .options import Option, SaveWhen, type_name
 
-__all__ = [
-    "Batch",
-    "Contained",
-    "CutPlugin",
-    "LoopPlugin",
-    "MergeOnlyPlugin",
-    "Option",
-    "OverlapWindowPlugin",
-    "Plugin",
-    "SaveWhen",
-]
+__all__ = ["Plugin", "Runner", "check_declaration"]
 
-_MISSING = object()
+#: Modules holding straxio's own plugin classes: their source is not part of
+#: a plugin's derived version (see Plugin.version).
+_FRAMEWORK_MODULES = frozenset({__name__, "straxio.special"})
 
 
-class SaveWhen(enum.IntEnum):
-    """When a plugin's output is saved (strax's names and meanings).
+class Runner(ty.Protocol):
+    """What runs a plugin instance's computes on the processor's executors
+    (attached by the engine for a run, see :meth:`Plugin.attach_runner`)."""
 
-    NEVER: never. EXPLICIT: only when the caller names the type in ``save=``.
-    TARGET: when it is a target of the call (or named in ``save=``).
-    ALWAYS: whenever it is computed and a writable store is configured.
-    """
+    async def compute(self, plugin: Plugin, kwargs: dict[str, ty.Any], batch: Batch) -> ty.Any:
+        """``plugin.compute(**kwargs)`` for ``batch``, off the loop (or inline)."""
 
-    NEVER = 0
-    EXPLICIT = 1
-    TARGET = 2
-    ALWAYS = 3
-
-
-class Option:
-    """A typed, documented configuration option of a plugin.
-
-    Declared at class level and read as ``self.<name>`` inside the plugin.
-    Config is one flat namespace per context (as in strax): every plugin that
-    declares an option of the same name sees the same value.
-
-    Parameters
-    ----------
-    default
-        Value when the context's config does not set it. Omit to make the
-        option required.
-    type
-        A type or tuple of types the value must be an instance of. Inferred
-        from ``default`` when omitted (``float`` options also accept ints,
-        taken as floats: ``4`` and ``4.0`` configure, and name, the same data).
-    help
-        One line saying what the option does; shown by ``show_config``.
-    track
-        Whether the value is part of the lineage (changes the data's key).
-
-    Example
-    -------
-    >>> class Records(Plugin):
-    ...     baseline_samples = Option(default=40, type=int, help="samples for the baseline")
-    """
-
-    def __init__(self, default: ty.Any = _MISSING, *, type: ty.Any = None, help: str = "",
-                 track: bool = True):
-        if type is None and default is not _MISSING and default is not None:
-            type = builtins_type(default)
-        self.default = default
-        self.type = type
-        self.help = help
-        self.track = track
-        self.name = ""
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, instance, owner=None):
-        if instance is None:
-            return self
-        try:
-            return instance.config[self.name]
-        except (AttributeError, KeyError):
-            raise PluginError(
-                f"option {self.name!r} of {owner.__name__} was read before the plugin was "
-                "configured; read options in setup() or compute(), not in __init__"
-            ) from None
-
-    @property
-    def required(self) -> bool:
-        return self.default is _MISSING
-
-    def validate(self, value, *, plugin_name: str):
-        """Raise ConfigError if ``value`` does not fit this option's type."""
-        t = self.type
-        if t is None or (value is None and self.default is None):
-            return
-        types = t if isinstance(t, tuple) else (t,)
-        if float in types and isinstance(value, int) and not isinstance(value, bool):
-            return
-        ok = isinstance(value, types)
-        if ok and isinstance(value, bool) and bool not in types and int in types:
-            ok = False  # True is an int to Python, never to a physicist's "n_samples"
-        if not ok:
-            names = " or ".join(getattr(x, "__name__", str(x)) for x in types)
-            raise ConfigError(
-                f"option {self.name!r} of plugin {plugin_name} takes {names}, "
-                f"got {value!r} ({type_name(value)}); "
-                f"help: {self.help or 'no help given'}"
-            )
-
-    def normalize(self, value):
-        """``value`` as the plugin sees it and its lineage records it: an int
-        given to a ``float`` option becomes a float, so that ``-c x=4`` and a
-        stored ``x=4.0`` are one lineage, not two."""
-        t = self.type
-        types = t if isinstance(t, tuple) else (t,)
-        if (float in types and int not in types and isinstance(value, int)
-                and not isinstance(value, bool)):
-            return float(value)
-        return value
-
-    def __repr__(self):
-        return f"Option({self.name!r}, default={self.default!r}, type={self.type!r})"
-
-
-def builtins_type(value):
-    return type(value)
-
-
-def type_name(value) -> str:
-    return type(value).__name__
-
-
-@dataclasses.dataclass(frozen=True)
-class Contained:
-    """Rows of one kind that lie fully inside rows of the base kind.
-
-    What a containment (or loop) plugin's compute receives for every non-base
-    kind. Rows inside no base row are dropped; a row inside several overlapping
-    base rows belongs to the first of them. A zero-length row exactly at a base
-    row's end is not inside it (it belongs with what starts there), so the
-    result never depends on where the inputs were cut.
-
-    With ``time_selection = "touching"`` (strax's touching loop plugins), base
-    row ``i`` gets the rows of its ``touching_windows`` range instead: those
-    overlapping it, and any row in between them in time order (strax's range,
-    which may hold a short row after a long one that does not touch). A row
-    touching two base rows is there twice, once per base row; ``rows`` is then
-    ordered by base row, then time. The synchronizer never cuts through a row,
-    so a row overlapping a base row is always in the same batch: the result
-    does not depend on the chunking either.
-
-    Attributes
-    ----------
-    rows
-        The contained rows, sorted by time (read-only); by base row, then
-        time, in touching mode.
-    base_index
-        For each row, the index of its base row in the base array (int64).
-    n_base
-        Number of base rows, so that per-base reductions are one call:
-        ``np.bincount(c.base_index, weights=c.rows["area"], minlength=c.n_base)``.
-    """
-
-    rows: np.ndarray
-    base_index: np.ndarray
-    n_base: int
-
-    def counts(self) -> np.ndarray:
-        """Number of contained rows per base row."""
-        return np.bincount(self.base_index, minlength=self.n_base).astype(np.int64)
-
-    def offsets(self) -> np.ndarray:
-        """``rows[offsets[i]:offsets[i+1]]`` are the rows of base row ``i``
-        (valid because rows are sorted by time and base rows do not overlap;
-        with overlapping base rows use ``base_index``)."""
-        out = np.zeros(self.n_base + 1, dtype=np.int64)
-        np.cumsum(self.counts(), out=out[1:])
-        return out
-
-    def __len__(self):
-        return len(self.rows)
-
-
-@dataclasses.dataclass
-class Batch:
-    """One round of synchronized inputs: every input cut to ``[start, end)``.
-
-    Attributes
-    ----------
-    chunk_i
-        Index of this batch among the plugin's batches in the run (0, 1, ...).
-    start, end
-        The common range (int ns); no row of any input straddles either edge.
-    chunks
-        The input chunk per data type.
-    """
-
-    run_id: str
-    chunk_i: int
-    start: int
-    end: int
-    chunks: dict[str, Chunk]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(c.nbytes for c in self.chunks.values())
-
-    def by_kind(self) -> dict[str, Chunk]:
-        """Same-kind inputs merged row for row, one chunk per kind."""
-        if len(self.chunks) == 1:
-            (c,) = self.chunks.values()
-            return {c.data_kind: c}
-        groups: dict[str, list[Chunk]] = {}
-        for c in self.chunks.values():
-            groups.setdefault(c.data_kind, []).append(c)
-        return {k: (cs[0] if len(cs) == 1 else Chunk.merge(cs)) for k, cs in groups.items()}
-
-    def split(self, t: int) -> tuple[Batch, Batch]:
-        """Cut every input at the latest time <= t where no input has a row
-        straddling; returns the parts before and after (same cut for all)."""
-        t = max(self.start, min(t, self.end))
-        if all(c.end == t for c in self.chunks.values()):
-            # The common case (inputs chunked alike): nothing to cut, no copy.
-            before = dict(self.chunks)
-            after = {n: c._like(t, t, c.data[:0]) for n, c in self.chunks.items()}
-        else:
-            while True:
-                parts = {n: c.split(t, allow_early_split=True) for n, c in self.chunks.items()}
-                t_new = min(p[0].end for p in parts.values())
-                if t_new == t:
-                    break  # every input could be cut at t itself: these parts are it
-                t = t_new
-            before = {n: p[0] for n, p in parts.items()}
-            after = {n: p[1] for n, p in parts.items()}
-        return (Batch(self.run_id, self.chunk_i, self.start, t, before),
-                Batch(self.run_id, self.chunk_i, t, self.end, after))
-
-    @staticmethod
-    def concatenate(first: Batch, second: Batch) -> Batch:
-        chunks = {k: Chunk.concatenate([first.chunks[k], second.chunks[k]]) for k in first.chunks}
-        return Batch(second.run_id, second.chunk_i, first.start, second.end, chunks)
+    async def call(self, plugin: Plugin, fn: ty.Callable[..., ty.Any], *args: ty.Any) -> ty.Any:
+        """``fn(*args)`` off the loop, on behalf of ``plugin``."""
 
 
 class Plugin:
@@ -366,9 +147,11 @@ class Plugin:
         self.run_id = ""
         self.input_kinds: dict[str, str] = {}
         self.input_dtypes: dict[str, np.dtype] = {}
+        self.output_dtypes: dict[str, np.dtype[ty.Any]] = {}
+        self.output_kinds: dict[str, str] = {}
         self._compute_params: set[str] = set()
-        # Set by the processor: runs computes on its executors (see processor.py).
-        self._runner: ty.Any = None
+        # What runs this instance's computes (attach_runner); None outside a run.
+        self._runner: Runner | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -531,15 +314,9 @@ class Plugin:
                 if kind == self.base_kind_name():
                     continue
                 if self.time_selection == "touching":
-                    kwargs[kind] = _touching(chunk.data, base, self.touching_window)
+                    kwargs[kind] = touching_rows(chunk.data, base, self.touching_window)
                     continue
-                # A zero-length row at a base row's end is cut into the next
-                # batch, so it must not count as contained (chunking law).
-                idx = fully_contained_in(chunk.data, base, exclude_end=True)
-                keep = idx >= 0
-                rows = chunk.data[keep]
-                rows.flags.writeable = False
-                kwargs[kind] = Contained(rows=rows, base_index=idx[keep], n_base=len(base))
+                kwargs[kind] = contained_rows(chunk.data, base)
         params = self._compute_params
         if "chunk_i" in params:
             kwargs["chunk_i"] = batch.chunk_i
@@ -617,6 +394,7 @@ class Plugin:
         out = {}
         for data_type, value in result.items():
             if isinstance(value, Chunk):
+                self._check_chunk(data_type, value, batch)
                 out[data_type] = value
                 continue
             if not isinstance(value, np.ndarray):
@@ -634,6 +412,23 @@ class Plugin:
                 raise self.output_error(batch, str(e)) from e
         return out
 
+    def _check_chunk(self, data_type: str, chunk: Chunk, batch: Batch) -> None:
+        """A Chunk that compute returned must be the batch's, as declared."""
+        expected = self.output_dtypes[data_type]
+        if chunk.dtype != expected:
+            raise self.output_error(batch, _dtype_mismatch(data_type, expected, chunk.dtype))
+        if (chunk.data_type, chunk.data_kind, chunk.run_id) != \
+                (data_type, self.output_kinds[data_type], batch.run_id):
+            raise self.output_error(
+                batch, f"compute returned chunk {chunk!r} for {data_type!r}; expected data "
+                f"type {data_type!r}, kind {self.output_kinds[data_type]!r}, run "
+                f"{batch.run_id!r}")
+        if (chunk.start, chunk.end) != (batch.start, batch.end):
+            raise self.output_error(
+                batch, f"compute returned chunk {chunk!r} for {data_type!r}; it must cover "
+                f"the batch [{batch.start}, {batch.end}) exactly (return the array instead, "
+                "and the engine makes the chunk)")
+
     def output_error(self, batch: Batch | None, message: str) -> PluginError:
         where = "" if batch is None else (
             f" for run {batch.run_id!r}, chunk {batch.chunk_i} [{batch.start}, {batch.end})")
@@ -641,12 +436,16 @@ class Plugin:
 
     # ---------------------------------------------------------------- engine set-up
 
-    def _bind(self, *, run_id: str, config: Mapping[str, ty.Any],
-              input_dtypes: Mapping[str, ty.Any], input_kinds: Mapping[str, str]):
-        """Engine-only: bind options and inputs, infer dtypes. ``setup()`` is
-        called separately (once per run, or once per process-pool worker)."""
-        self._bind_args = dict(run_id=run_id, config=dict(config),
-                               input_dtypes=dict(input_dtypes), input_kinds=dict(input_kinds))
+    def attach_runner(self, runner: Runner | None) -> None:
+        """Give the instance what runs its computes for :meth:`compute_batch`
+        and :meth:`offload` (the engine does, per run)."""
+        self._runner = runner
+
+    def configure(self, *, run_id: str, config: Mapping[str, ty.Any],
+                  input_dtypes: Mapping[str, ty.Any], input_kinds: Mapping[str, str]) -> None:
+        """Set the run, the option values and the inputs, and infer the output
+        dtypes and kinds (the engine calls it; ``setup()`` comes after, once
+        per run, or once per process-pool worker)."""
         self.run_id = run_id
         self.config = dict(config)
         self.input_dtypes = {k: np.dtype(v) for k, v in input_dtypes.items()}
@@ -690,159 +489,93 @@ class Plugin:
         return {p: self.base_kind_name() for p in provides}
 
     @classmethod
-    def static_output_kinds(cls, input_kinds: Mapping[str, str]) -> dict[str, str]:
-        """Output kinds known before instantiation (used for planning)."""
-        obj = cls.__new__(cls)
-        Plugin.__init__(obj)
-        obj.input_kinds = dict(input_kinds)
-        return obj._output_kinds()
-
-    @classmethod
     def _check_config_key(cls, key: str, valid: ty.Iterable[str]):
         close = difflib.get_close_matches(key, list(valid), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"config key {key!r} is taken by no registered plugin{hint}")
 
 
-class OverlapWindowPlugin(Plugin):
-    """A plugin whose output near a time ``t`` depends on inputs within
-    ``get_window_size()`` ns of it.
-
-    The engine keeps about twice the window of inputs from the previous round,
-    recomputes, and publishes only results that can no longer change, so the
-    output is identical whatever the chunking. Outputs lag the inputs by about
-    two windows. Runs one chunk at a time.
-    """
-
-    def get_window_size(self) -> int:
-        raise NotImplementedError(
-            f"overlap-window plugin {type(self).__name__} must define get_window_size()")
-
-    async def iter(self, batches):
-        window = int(self.get_window_size())
-        if window < 0:
-            raise PluginError(f"plugin {type(self).__name__}: window size {window} < 0")
-        if self.multi_output():
-            raise PluginError(f"overlap-window plugin {type(self).__name__} must provide one type")
-        (out_type,) = self.provides_tuple()
-        cached_input: Batch | None = None
-        pending: Chunk | None = None  # computed but not yet final
-        sent_until: int | None = None
-        async for batch in batches:
-            if cached_input is not None:
-                batch = Batch.concatenate(cached_input, batch)
-            if sent_until is None:
-                sent_until = batch.start
-            result = (await self.compute_batch(batch))[out_type]
-            # Results before sent_until were published already (and must come out
-            # the same; if they straddle sent_until the plugin's window is wrong).
-            try:
-                _, result = result.split(sent_until, allow_early_split=False)
-                invalid_beyond = max(sent_until, batch.end - window - 1)
-                final, pending = result.split(invalid_beyond, allow_early_split=True)
-            except Exception as e:
-                raise self.output_error(
-                    batch, f"results changed near an earlier cut ({e}); is get_window_size() "
-                    "large enough for this compute?") from e
-            sent_until = final.end
-            yield {out_type: final}
-            keep_from = max(batch.start, sent_until - 2 * window - 1)
-            _, cached_input = batch.split(keep_from)
-        if pending is not None:
-            yield {out_type: pending}
-
-
-class LoopPlugin(Plugin):
-    """Containment with exactly one output row per base row.
-
-    ``compute`` receives the base rows and, for every other kind, a
-    :class:`Contained`; it returns an array with one row per base row. The
-    engine copies the base rows' time fields into the result, so a compute
-    only fills its own columns. Vectorise with ``np.bincount`` or
-    ``np.add.reduceat`` over ``base_index``/``offsets()``.
-
-    ``time_selection = "touching"`` gives each base row the rows touching it,
-    as strax's ``LoopPlugin`` does (see :class:`Contained`).
-    """
-
-    containment = True
-
-    def postprocess(self, result, kwargs):
-        base = kwargs[self.base_kind_name()]
-        if isinstance(result, np.ndarray):
-            if len(result) != len(base):
-                raise PluginError(
-                    f"loop plugin {type(self).__name__} returned {len(result)} rows for "
-                    f"{len(base)} base rows; a loop plugin returns one row per base row")
-            if not result.flags.writeable:
-                result = result.copy()
-            for f in ("time", "endtime", "length", "dt"):
-                if f in (result.dtype.names or ()) and f in base.dtype.names:
-                    result[f] = base[f]
-        return result
-
-
-class CutPlugin(Plugin):
-    """A boolean column per input row (strax's cut plugins).
-
-    Define ``cut_by(self, <kind>=array) -> bool array``; the output dtype is the
-    base kind's time fields plus one bool column named after ``provides`` (or
-    ``cut_name``), described by ``cut_description``.
-    """
-
-    cut_name: ty.ClassVar[str | None] = None
-    cut_description: ty.ClassVar[str] = ""
-
-    def _cut_field(self) -> str:
-        return self.cut_name or self.provides_tuple()[0]
-
-    def infer_dtype(self):
-        first = self.input_dtypes[self.depends_on_tuple()[0]]
-        fields = [(first.fields[n][2], n) if len(first.fields[n]) > 2 else n
-                  for n in ("time", "endtime", "length", "dt") if n in first.names]
-        out = [(f, first.fields[f if isinstance(f, str) else f[1]][0]) for f in fields]
-        out.append(((self.cut_description or f"cut {self._cut_field()}", self._cut_field()),
-                    np.bool_))
-        return np.dtype(out)
-
-    def cut_by(self, **kwargs) -> np.ndarray:
-        raise NotImplementedError(f"cut plugin {type(self).__name__} must define cut_by()")
-
-    def compute(self, **kwargs):
-        mask = np.asarray(self.cut_by(**kwargs))
-        base = kwargs[self.base_kind_name()]
-        if mask.shape != (len(base),):
+def check_declaration(p: type[Plugin]) -> None:
+    """Refuse a plugin class declared wrongly, with a PluginError that says
+    what to change (:meth:`straxio.Context.register` calls it)."""
+    name = p.__name__
+    if not p.provides_tuple() or any(not isinstance(d, str) for d in p.provides_tuple()):
+        raise PluginError(f"plugin {name}: provides must be a str or tuple of str")
+    if p.is_source():
+        if p.source is Plugin.source:
+            raise PluginError(f"plugin {name} has no depends_on, so it is a source, but it "
+                              "defines no `async def source(self, run_id)`")
+        _check_source_function(p)
+    elif p.compute is Plugin.compute and p.iter is Plugin.iter:
+        raise PluginError(f"plugin {name} depends on {list(p.depends_on_tuple())} but "
+                          "defines no compute()")
+    _check_save_when(p)
+    if p.parallel and (p.iter is not Plugin.iter or p.compute_batch is not Plugin.compute_batch):
+        which = "iter()" if p.iter is not Plugin.iter else "compute_batch()"
+        raise PluginError(
+            f"plugin {name} sets parallel = True but overrides {which} (it keeps state "
+            "between chunks or chooses its own output chunking), so its chunks cannot be "
+            f"computed out of order; remove parallel = True (or the {which} override)")
+    if p.time_selection not in ("fully_contained", "touching"):
+        raise PluginError(f"plugin {name}: time_selection must be 'fully_contained' or "
+                          f"'touching', got {p.time_selection!r}")
+    if p.time_selection == "touching":
+        if not p.containment:
+            raise PluginError(f"plugin {name}: time_selection = 'touching' needs "
+                              "containment = True (or a LoopPlugin)")
+        if not isinstance(p.touching_window, int) or p.touching_window > 0:
             raise PluginError(
-                f"cut plugin {type(self).__name__}: cut_by returned shape {mask.shape}, "
-                f"expected ({len(base)},) booleans")
-        out = np.zeros(len(base), dtype=self.output_dtypes[self.provides_tuple()[0]])
-        for f in out.dtype.names:
-            if f != self._cut_field():
-                out[f] = base[f]
-        out[self._cut_field()] = mask
-        return out
-
-    @classmethod
-    def compute_parameters(cls) -> set[str]:
-        return set(inspect.signature(cls.cut_by).parameters) - {"self"}
+                f"plugin {name}: touching_window = {p.touching_window!r}; only 0 or less "
+                "is supported, since a window reaching beyond a base row would need rows "
+                "of other batches and the output would depend on the chunking")
+    p.version()  # __version__ = None: the source must be readable (raises PluginError)
+    if p.pool not in ("thread", "process"):
+        raise PluginError(f"plugin {name}: pool must be 'thread' or 'process', "
+                          f"got {p.pool!r}")
+    if p.pool == "process" and "<locals>" in p.__qualname__:
+        raise PluginError(f"plugin {name} runs in the process pool, so it must be importable "
+                          "by module path; define it at module level, not inside a function")
 
 
-class MergeOnlyPlugin(Plugin):
-    """Provides the columns of several same-kind inputs as one data type."""
+def _check_source_function(p: type[Plugin]) -> None:
+    """A source's ``source`` must be an async generator function: the engine
+    iterates it with ``async for`` and closes it with ``aclose()``."""
+    fn = p.source
+    if inspect.isasyncgenfunction(fn):
+        return
+    if inspect.isgeneratorfunction(fn):
+        what = "a plain generator (`def source` with `yield`)"
+    elif inspect.iscoroutinefunction(fn):
+        what = "a coroutine (`async def source` without `yield`)"
+    else:
+        what = "a plain function"
+    raise PluginError(
+        f"plugin {p.__name__}: source() is {what}; write it as an async generator, "
+        "`async def source(self, run_id):` that yields chunks "
+        "(`yield self.chunk(start=..., end=..., data=...)`)")
 
-    parallel = True  # stateless: may run fused with the plugins it merges
 
-    def infer_dtype(self):
-        return _dtypes.merged_dtype([self.input_dtypes[d] for d in self.depends_on_tuple()])
-
-    def compute(self, **kwargs):
-        (arr,) = (v for k, v in kwargs.items() if k not in ("chunk_i", "start", "end"))
-        dtype = self.output_dtypes[self.provides_tuple()[0]]
-        # The inputs were merged into a new array already; copy only if the
-        # layout differs (e.g. a single input with padding).
-        return arr if arr.dtype == dtype else arr.astype(dtype)
-
-    compute_inline = True  # a column copy: cheaper than a thread handoff
+def _check_save_when(p: type[Plugin]) -> None:
+    """``save_when`` is one SaveWhen (or its int value) or a dict with one per
+    provided type; anything else is refused when the class is registered."""
+    policy = p.save_when
+    provides = p.provides_tuple()
+    valid = ", ".join(f"SaveWhen.{s.name}" for s in SaveWhen)
+    if isinstance(policy, Mapping):
+        if set(policy) != set(provides):
+            raise PluginError(
+                f"plugin {p.__name__}: save_when dict has keys {sorted(policy)}, expected "
+                f"exactly the provided types {sorted(provides)}")
+        values = list(policy.items())
+    else:
+        values = [(None, policy)]
+    for d, v in values:
+        ok = not isinstance(v, bool) and isinstance(v, int) and v in set(SaveWhen)
+        if not ok:
+            which = "" if d is None else f"[{d!r}]"
+            raise PluginError(f"plugin {p.__name__}: save_when{which} = {v!r} is not a "
+                              f"SaveWhen; use one of {valid} (or a dict of them per "
+                              "provided type)")
 
 
 def _dtype_mismatch(data_type, expected: np.dtype, got: np.dtype) -> str:
@@ -865,29 +598,13 @@ def _camel_to_snake(name: str) -> str:
     return "".join(out)
 
 
-def _touching(things: np.ndarray, base: np.ndarray, window: int) -> Contained:
-    """strax's touching selection of a loop plugin: for every base row, the
-    rows of ``things`` in its :func:`~straxio.chunk.touching_windows` range,
-    one copy per base row (a row touching two base rows is in both)."""
-    windows = touching_windows(things, base, window)
-    counts = np.maximum(windows[:, 1] - windows[:, 0], 0)
-    base_index = np.repeat(np.arange(len(base), dtype=np.int64), counts)
-    # Row k of base row i is things[left_i + k]: left repeated, plus a ramp
-    # that restarts at every base row.
-    ramp = np.arange(len(base_index), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts,
-                                                                   counts)
-    rows = things[np.repeat(windows[:, 0], counts) + ramp]
-    rows.flags.writeable = False
-    return Contained(rows=rows, base_index=base_index, n_base=len(base))
-
-
 def _auto_version(cls: type[Plugin]) -> str:
     """``"auto_"`` and a hash of the source of ``cls`` and its base classes
     (up to straxio's own), or, if a source cannot be read, the message of
     the error that :meth:`Plugin.version` raises."""
     sources = []
     for klass in cls.__mro__:
-        if klass is object or klass.__module__ == __name__:
+        if klass is object or klass.__module__ in _FRAMEWORK_MODULES:
             continue  # the framework's classes are not the plugin's code
         try:
             sources.append(textwrap.dedent(inspect.getsource(klass)))

@@ -41,6 +41,8 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from .batch import Contained
+
 __all__ = ["AVAILABLE", "PREFIX", "SHM_DIR", "Packed", "pack", "unpack_in_worker"]
 
 SHM_DIR = "/dev/shm"
@@ -70,8 +72,6 @@ def _plan(value, arrays: list[np.ndarray]):
     """Replace every numpy array in ``value`` (itself, in a dict, or in a
     :class:`~straxio.Contained`) by an index into ``arrays``; arrays holding
     Python objects, and anything else, stay as they are (pickled)."""
-    from .plugin import Contained
-
     if isinstance(value, np.ndarray) and not value.dtype.hasobject:
         arrays.append(value)
         return ("__array__", len(arrays) - 1)
@@ -101,8 +101,6 @@ def _fill(buf, arrays, refs):
 
 
 def _rebuild(tree, arrays: list[np.ndarray]):
-    from .plugin import Contained
-
     if isinstance(tree, tuple) and tree and tree[0] == "__array__":
         return arrays[tree[1]]
     if isinstance(tree, tuple) and tree and tree[0] == "__contained__":

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
+from .batch import Batch
 from .chunk import Chunk
-from .exceptions import ChunkError
+from .exceptions import ChunkError, EndOfStream
 from .mailbox import Cursor
-from .plugin import Batch
 
 __all__ = ["Synchronizer"]
 
@@ -67,7 +67,7 @@ class Synchronizer:
             return False
         try:
             chunk = await self.cursors[name].get()
-        except StopAsyncIteration:
+        except EndOfStream:
             self._exhausted[name] = True
             return False
         self.chunks_in += 1
@@ -103,7 +103,7 @@ class Synchronizer:
         ((name, cursor),) = self.cursors.items()
         try:
             chunk = await cursor.get()
-        except StopAsyncIteration:
+        except EndOfStream:
             self._exhausted[name] = True
             return  # no data at all: no batch, as in the general rule
         self.chunks_in += 1
@@ -135,7 +135,7 @@ class Synchronizer:
                 start = chunk.end
             try:
                 chunk = await cursor.get()
-            except StopAsyncIteration:
+            except EndOfStream:
                 self._exhausted[name] = True
                 break
             self.chunks_in += 1

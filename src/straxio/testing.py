@@ -26,17 +26,12 @@ import zlib
 
 import numpy as np
 
+from .batch import Contained
 from .chunk import Chunk
 from .dtypes import field_names, time_fields
-from .plugin import (
-    Contained,
-    CutPlugin,
-    LoopPlugin,
-    MergeOnlyPlugin,
-    Option,
-    OverlapWindowPlugin,
-    Plugin,
-)
+from .options import Option
+from .plugin import Plugin
+from .special import CutPlugin, LoopPlugin, MergeOnlyPlugin, OverlapWindowPlugin
 
 __all__ = [
     "EVENT_DTYPE",

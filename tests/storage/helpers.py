@@ -12,11 +12,11 @@ import numpy as np
 import straxio
 from straxio import testing as toy
 from straxio.dtypes import field_names
-from straxio.storage import StorageKey, Store, StoredData, decode_chunk, dtype_to_json
+from straxio.storage import DataKey, Store, StoredData, decode_chunk, dtype_to_json
 from straxio.storage.codec import encode_chunk
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-KEY = StorageKey("run_007", "peaks", "abcdef0123")
+KEY = DataKey("run_007", "peaks", "abcdef0123")
 RUN_LENGTH = 1_000_000
 
 
@@ -67,7 +67,7 @@ def random_rows(dtype: np.dtype, n: int, seed: int = 0, t0: int = 0,
     return x
 
 
-def make_chunks(data: np.ndarray, edges: list[int], *, key: StorageKey = KEY,
+def make_chunks(data: np.ndarray, edges: list[int], *, key: DataKey = KEY,
                 kind: str = "peaks") -> list[straxio.Chunk]:
     """Cut sorted ``data`` at ``edges`` (safe times) into touching chunks."""
     out = []
@@ -102,7 +102,7 @@ def metadata_for(dtype: np.dtype, kind: str = "peaks") -> dict:
 
 
 async def write_chunks(store: Store, chunks: list[straxio.Chunk], run_sync, *,
-                       key: StorageKey = KEY, level: int = 1) -> StoredData:
+                       key: DataKey = KEY, level: int = 1) -> StoredData:
     writer = await store.open_writer(key, metadata=metadata_for(chunks[0].dtype,
                                                                 chunks[0].data_kind),
                                      run_sync=run_sync)

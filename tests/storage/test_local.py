@@ -20,7 +20,7 @@ import zstandard
 
 import straxio
 from straxio.exceptions import DataCorrupted, KeyLocked, StraxioError
-from straxio.storage import DirectoryStore, StorageKey, dtype_to_json, encode_chunk
+from straxio.storage import DataKey, DirectoryStore, dtype_to_json, encode_chunk
 from straxio.storage import local as local_module
 
 from .helpers import (
@@ -253,7 +253,7 @@ async def test_second_writer_on_a_key_is_refused_and_the_first_completes(
             await other.open_writer(KEY, metadata=metadata_for(chunks[0].dtype),
                                     run_sync=run_sync)
     # Another key is not blocked.
-    other_key = StorageKey(KEY.run_id, KEY.data_type, "0123456789")
+    other_key = DataKey(KEY.run_id, KEY.data_type, "0123456789")
     await write_chunks(store, chunks, run_sync, key=other_key)
     for i, chunk in enumerate(chunks[1:], 1):
         await first.write(encode_chunk(chunk, i, 1))
@@ -524,14 +524,14 @@ async def test_find_and_list_have_no_side_effects(aloop, tmp_path, run_sync):
     store = DirectoryStore(root)
     chunks = peak_chunks(3)
     await write_chunks(store, chunks, run_sync)
-    other = StorageKey("run_008", "peaks", "abcdef0123")
+    other = DataKey("run_008", "peaks", "abcdef0123")
     writer = await store.open_writer(other, metadata=metadata_for(chunks[0].dtype),
                                      run_sync=run_sync)
     await writer.write(encode_chunk(chunks[0], 0, 1))
     before = tree(root)
     assert store.find(KEY) is not None
     assert store.find(other) is None
-    assert store.find(StorageKey("run_009", "peaks", "abcdef0123")) is None
+    assert store.find(DataKey("run_009", "peaks", "abcdef0123")) is None
     assert sorted(e.status for e in store.list_stored()) == ["complete", "writing"]
     assert DirectoryStore(root, readonly=True).find(KEY) is not None
     assert tree(root) == before
@@ -540,7 +540,7 @@ async def test_find_and_list_have_no_side_effects(aloop, tmp_path, run_sync):
 
 async def test_keys_that_would_escape_the_folder_are_refused(aloop, tmp_path, run_sync):
     store = DirectoryStore(tmp_path)
-    for key in (StorageKey("../x", "peaks", "abc"), StorageKey(".hidden", "peaks", "abc")):
+    for key in (DataKey("../x", "peaks", "abc"), DataKey(".hidden", "peaks", "abc")):
         with pytest.raises(StraxioError, match="cannot store key"):
             store.find(key)
         with pytest.raises(StraxioError, match="cannot store key"):
@@ -665,7 +665,7 @@ async def test_inconsistent_metadata_is_caught_by_find(aloop, tmp_path, run_sync
 
 # --------------------------------------------------------------------------- foreign folders
 
-STRAX_KEY = StorageKey("run1", "records", "vssavwforl")
+STRAX_KEY = DataKey("run1", "records", "vssavwforl")
 # strax's metadata file ends like this (sorted keys; see strax/storage/files.py).
 STRAX_METADATA_TAIL = '''    "lineage_hash": "vssavwforl",
     "run_id": "run1",
@@ -692,7 +692,7 @@ def strax_shaped_folder(root: pathlib.Path, name: str = STRAX_KEY.name, *,
     return folder
 
 
-def strax_data(root: pathlib.Path) -> StorageKey:
+def strax_data(root: pathlib.Path) -> DataKey:
     """Run strax itself (where it is installed) to write records of run1 into
     ``root``; return the key of what it wrote."""
     strax = pytest.importorskip("strax")
@@ -719,10 +719,10 @@ def strax_data(root: pathlib.Path) -> StorageKey:
     assert len(st.get_array("run1", "records")) == 15
     key = st.key_for("run1", "records")
     assert (root / str(key)).is_dir()
-    return StorageKey(key.run_id, key.data_type, key.lineage_hash)
+    return DataKey(key.run_id, key.data_type, key.lineage_hash)
 
 
-async def assert_foreign_is_left_alone(root: pathlib.Path, key: StorageKey, run_sync,
+async def assert_foreign_is_left_alone(root: pathlib.Path, key: DataKey, run_sync,
                                        looks_like: str):
     """find, list_stored, the writer, remove and collect_garbage treat the folder
     of ``key`` as foreign: never loaded, called corrupted, changed or removed."""
@@ -763,7 +763,7 @@ async def test_a_strax_shaped_folder_is_foreign_and_left_alone(aloop, tmp_path, 
                                                                variant):
     name = STRAX_KEY.name + ("_temp" if variant == "strax_temp" else "")
     strax_shaped_folder(tmp_path, name, old_format=variant == "strax_old_format")
-    key = _key = StorageKey(*name.split("-"))
+    key = _key = DataKey(*name.split("-"))
     assert _key.name == name
     await assert_foreign_is_left_alone(tmp_path, key, run_sync,
                                        "strax data written by strax 2.2.3")
@@ -848,7 +848,7 @@ async def test_verify_reads_every_chunk_file_and_names_the_bad_one(aloop, tmp_pa
                                                                    damage, match):
     store, _ = await save(tmp_path, run_sync)
     assert store.verify(KEY).chunks == store.find(KEY).chunks
-    assert store.verify(StorageKey("run_404", "peaks", "abcdef0123")) is None
+    assert store.verify(DataKey("run_404", "peaks", "abcdef0123")) is None
     damage(chunk_file(store, 2))
     # The metadata still checks out: find and list do not read chunk files.
     assert store.find(KEY) is not None
@@ -1061,7 +1061,7 @@ async def leftovers_of_every_kind(root: pathlib.Path, run_sync):
     open writer and the keys by status."""
     store = DirectoryStore(root)
     chunks = peak_chunks(3)
-    keys = {s: StorageKey(f"run_{s}", "peaks", "abcdef0123") for s in
+    keys = {s: DataKey(f"run_{s}", "peaks", "abcdef0123") for s in
             ("complete", "corrupted", "failed", "stale", "writing", "replaced")}
     for key in keys.values():
         await write_chunks(store, chunks, run_sync, key=key)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from straxio.exceptions import DataCorrupted, KeyLocked, StraxioError
-from straxio.storage import MemoryStore, StorageKey, Store, encode_chunk
+from straxio.storage import DataKey, MemoryStore, Store, encode_chunk
 
 from .helpers import KEY, assert_same_chunks, load_chunks, metadata_for, peak_chunks, write_chunks
 
@@ -117,7 +117,7 @@ async def test_verify_checks_every_payload_without_loading(aloop, run_sync):
     store = MemoryStore(name="mem")
     stored = await write_chunks(store, chunks, run_sync)
     assert store.verify(KEY).chunks == stored.chunks
-    assert store.verify(StorageKey("other", "peaks", "abcdef0123")) is None
+    assert store.verify(DataKey("other", "peaks", "abcdef0123")) is None
     payloads = store._complete[KEY.name].payloads
     info = stored.chunks[2]
     payloads[info.filename] = payloads[info.filename][:-3]
@@ -129,7 +129,7 @@ async def test_verify_checks_every_payload_without_loading(aloop, run_sync):
 async def test_remove_and_collect_garbage_never_touch_a_key_being_written(aloop, run_sync):
     chunks = peak_chunks(3)
     store = MemoryStore(name="mem")
-    failed, writing = (StorageKey(r, "peaks", "abcdef0123") for r in ("failed", "writing"))
+    failed, writing = (DataKey(r, "peaks", "abcdef0123") for r in ("failed", "writing"))
     await write_chunks(store, chunks, run_sync)
     writer = await store.open_writer(failed, metadata=metadata_for(chunks[0].dtype),
                                      run_sync=run_sync)

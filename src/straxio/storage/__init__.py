@@ -1,6 +1,6 @@
 """Storage: save processed data once, load it instead of recomputing.
 
-A :class:`Store` holds complete data per :class:`StorageKey`
+A :class:`Store` holds complete data per :class:`~straxio.DataKey`
 (run, data type, lineage hash) and publishes it atomically through a
 :class:`Writer`. :class:`DirectoryStore` (a folder per key on the local
 disk) is the default; :class:`MemoryStore` keeps data in memory. The codec
@@ -8,20 +8,22 @@ functions compress, checksum and verify chunks; the processor runs them in
 its executor.
 """
 
-from .base import ChunkInfo, EncodedChunk, StorageKey, Store, StoredData, StoredEntry, Writer
+from .base import ChunkInfo, DataKey, EncodedChunk, Store, StoredData, StoredEntry, Writer
+from .chain import StoreChain
 from .codec import decode_chunk, dtype_from_json, dtype_to_json, encode_chunk
 from .local import DirectoryStore, DirectoryWriter
 from .memory import MemoryStore, MemoryWriter
 
 __all__ = [
     "ChunkInfo",
+    "DataKey",
     "DirectoryStore",
     "DirectoryWriter",
     "EncodedChunk",
     "MemoryStore",
     "MemoryWriter",
-    "StorageKey",
     "Store",
+    "StoreChain",
     "StoredData",
     "StoredEntry",
     "Writer",
@@ -30,3 +32,11 @@ __all__ = [
     "dtype_to_json",
     "encode_chunk",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "StorageKey":
+        from . import base
+
+        return base.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

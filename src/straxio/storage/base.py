@@ -17,50 +17,26 @@ from __future__ import annotations
 import abc
 import dataclasses
 import typing as ty
+import warnings
 from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-__all__ = ["ChunkInfo", "EncodedChunk", "StorageKey", "Store", "StoredData", "StoredEntry",
-           "Writer"]
+from ..lineage import DataKey
+
+__all__ = ["ChunkInfo", "DataKey", "EncodedChunk", "Store", "StoredData", "StoredEntry", "Writer"]
 
 #: Runs ``fn(*args)`` off the event loop (the processor's executor) and
 #: returns its result; stores use it for what aiofiles lacks (fsync, rename).
 RunSync = Callable[..., Awaitable[ty.Any]]
 
 
-@dataclasses.dataclass(frozen=True)
-class StorageKey:
-    """Identifies stored data."""
-
-    run_id: str
-    data_type: str
-    lineage_hash: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.run_id}-{self.data_type}-{self.lineage_hash}"
-
-    def __str__(self):
-        return self.name
-
-
-class KeyLike(ty.Protocol):
-    """Anything naming stored data: a StorageKey, or the context's DataKey."""
-
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def data_type(self) -> str: ...
-    @property
-    def lineage_hash(self) -> str: ...
-
-
-def storage_key(key: KeyLike) -> StorageKey:
-    """``key`` as a :class:`StorageKey` (e.g. from ``Context.key_for``)."""
-    if isinstance(key, StorageKey):
-        return key
-    return StorageKey(key.run_id, key.data_type, key.lineage_hash)
+def __getattr__(name: str) -> ty.Any:
+    if name == "StorageKey":
+        warnings.warn("straxio.storage.StorageKey is deprecated: it is straxio.DataKey now "
+                      "(one key type); use that name", DeprecationWarning, stacklevel=2)
+        return DataKey
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +81,7 @@ class EncodedChunk:
 class StoredData:
     """Complete data for one key in one store (what :meth:`Store.find` returns)."""
 
-    key: StorageKey
+    key: DataKey
     store: Store
     location: str  # folder path, or an in-memory name
     metadata: dict
@@ -120,7 +96,7 @@ class StoredData:
 class StoredEntry:
     """One row of :meth:`Store.list_stored`."""
 
-    key: StorageKey
+    key: DataKey
     #: "complete"; "corrupted" (its metadata does not check out); "writing"
     #: (a writer holds the key now); "failed" (the writer recorded its
     #: error); "stale" (the writer is gone); "foreign" (named like data but
@@ -155,7 +131,7 @@ class Store(abc.ABC):
     readonly: bool = False
 
     @abc.abstractmethod
-    def find(self, key: StorageKey) -> StoredData | None:
+    def find(self, key: DataKey) -> StoredData | None:
         """Complete data for ``key``, or None. No side effects. Raises
         DataCorrupted if complete data exists but its metadata is unreadable
         or inconsistent."""
@@ -165,7 +141,7 @@ class Store(abc.ABC):
         """Everything in the store: complete data and temporary leftovers."""
 
     @abc.abstractmethod
-    async def open_writer(self, key: StorageKey, *, metadata: dict,
+    async def open_writer(self, key: DataKey, *, metadata: dict,
                           run_sync: RunSync) -> Writer:
         """Take the key's lock (KeyLocked if another writer holds it), clean
         stale temporary leftovers of this key, and start writing.
@@ -179,18 +155,18 @@ class Store(abc.ABC):
         """Where a chunk lives, for messages."""
         return f"{stored.location}/{info.filename}"
 
-    def recompute_hint(self, key: StorageKey, location: str) -> str:
+    def recompute_hint(self, key: DataKey, location: str) -> str:
         """How to get rid of corrupted data of ``key`` at ``location`` and
         recompute it, for messages."""
         return (f"delete {location} with this store's remove(key), or use another store, "
                 "and run again to recompute it")
 
-    def verify(self, key: KeyLike | StoredData) -> StoredData | None:
+    def verify(self, key: DataKey | StoredData) -> StoredData | None:
         """Check every chunk of complete data against its metadata (size and
         checksum); None if nothing is stored. Raises DataCorrupted."""
         raise NotImplementedError(f"{type(self).__name__} cannot verify its data")
 
-    def remove(self, key: KeyLike) -> list[str]:
+    def remove(self, key: DataKey) -> list[str]:
         """Remove a key's data and leftovers (never while it is written: KeyLocked);
         returns what was removed."""
         raise NotImplementedError(f"{type(self).__name__} cannot remove data")

@@ -47,7 +47,7 @@ import zstandard
 from ..chunk import Chunk
 from ..dtypes import check_time_dtype
 from ..exceptions import ChunkError, DataCorrupted, StraxioError
-from .base import ChunkInfo, EncodedChunk, StorageKey, Store, StoredData
+from .base import ChunkInfo, DataKey, EncodedChunk, Store, StoredData
 
 __all__ = [
     "COMPRESSOR",
@@ -524,7 +524,7 @@ def _chunk_info(d: Any, i: int) -> ChunkInfo:
     return info
 
 
-def stored_data_from_metadata(store: Store, key: StorageKey, location: str, metadata: Any,
+def stored_data_from_metadata(store: Store, key: DataKey, location: str, metadata: Any,
                               *, path: str) -> StoredData:
     """Check complete data's metadata for consistency and describe the data.
 
@@ -536,7 +536,7 @@ def stored_data_from_metadata(store: Store, key: StorageKey, location: str, meta
     Parameters
     ----------
     store : Store
-    key : StorageKey
+    key : DataKey
     location : str
         Where the data lives (folder path or in-memory name).
     metadata : object
@@ -623,7 +623,7 @@ def now_text() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
-def writing_header(key: StorageKey, metadata: dict, *, layout: int) -> dict:
+def writing_header(key: DataKey, metadata: dict, *, layout: int) -> dict:
     """The metadata written at open (status "writing"), checked for what
     ``find`` will need."""
     where = f"metadata for {key.data_type!r} of run {key.run_id!r}"

@@ -12,7 +12,7 @@ Layout of a store rooted at ``<root>``::
         000000.zst ...
     <root>/<key>.old/                 only while complete data is being replaced
 
-``<key>`` is :attr:`StorageKey.name`, ``<run_id>-<data_type>-<lineage_hash>``.
+``<key>`` is :attr:`DataKey.name`, ``<run_id>-<data_type>-<lineage_hash>``.
 
 Whose folder is it
 ------------------
@@ -200,19 +200,17 @@ from typing import Any
 
 import aiofiles
 
-from .._aio import finish_despite_cancel
+from .._util import await_to_end
 from ..exceptions import DataCorrupted, KeyLocked, StraxioError
 from .base import (
     ChunkInfo,
+    DataKey,
     EncodedChunk,
-    KeyLike,
     RunSync,
-    StorageKey,
     Store,
     StoredData,
     StoredEntry,
     Writer,
-    storage_key,
 )
 from .codec import (
     check_size_and_checksum,
@@ -440,14 +438,15 @@ def _metadata_bytes(meta: dict) -> bytes:
     return ("{\n" + ",\n".join(lines) + "\n}\n").encode()
 
 
-def _key_from_name(name: str) -> StorageKey | None:
+def _key_from_name(name: str) -> DataKey | None:
     parts = name.rsplit("-", 2)
     if len(parts) != 3 or not all(parts):
         return None
-    return StorageKey(*parts)
+    run_id, data_type, lineage_hash = parts
+    return DataKey(run_id, data_type, lineage_hash)
 
 
-def _key_from_metadata(meta: Any) -> StorageKey | None:
+def _key_from_metadata(meta: Any) -> DataKey | None:
     if not isinstance(meta, dict):
         return None
     run_id, data_type, lineage_hash = (meta.get(n) for n in ("run_id", "data_type",
@@ -455,7 +454,7 @@ def _key_from_metadata(meta: Any) -> StorageKey | None:
     if not (isinstance(run_id, str) and isinstance(data_type, str)
             and isinstance(lineage_hash, str) and run_id and data_type and lineage_hash):
         return None
-    return StorageKey(run_id, data_type, lineage_hash)
+    return DataKey(run_id, data_type, lineage_hash)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -570,7 +569,7 @@ def _overwrite_in_place(path: str, make: Any) -> bool:
         os.close(fd)
 
 
-def _check_key(key: StorageKey) -> str:
+def _check_key(key: DataKey) -> str:
     name = key.name
     for part, what in ((key.run_id, "run_id"), (key.data_type, "data_type"),
                        (key.lineage_hash, "lineage hash")):
@@ -604,7 +603,7 @@ class DirectoryStore(Store):
     Examples
     --------
     >>> store = DirectoryStore("./straxio_data")
-    >>> store.find(StorageKey("run_001", "peaks", "abcdef1234")) is None
+    >>> store.find(DataKey("run_001", "peaks", "abcdef1234")) is None
     True
     """
 
@@ -623,7 +622,7 @@ class DirectoryStore(Store):
 
     # ------------------------------------------------------------------ reading
 
-    def find(self, key: StorageKey) -> StoredData | None:
+    def find(self, key: DataKey) -> StoredData | None:
         """Complete data for ``key``, or None.
 
         Reads ``<root>/<key>/metadata.json``; if that folder is missing but
@@ -632,7 +631,7 @@ class DirectoryStore(Store):
 
         Parameters
         ----------
-        key : StorageKey
+        key : DataKey
 
         Returns
         -------
@@ -665,7 +664,7 @@ class DirectoryStore(Store):
                 f"{folder.problem}; {self.recompute_hint(key, location)}", path=path)
         return stored_data_from_metadata(self, key, location, folder.meta, path=path)
 
-    def recompute_hint(self, key: StorageKey, location: str) -> str:
+    def recompute_hint(self, key: DataKey, location: str) -> str:
         """How to get rid of corrupted data of ``key``, for messages."""
         return (f"delete {location} with `straxio rm -s {shlex.quote(self.root)} "
                 f"{shlex.quote(key.name)} --yes` (or DirectoryStore.remove(key)), or use "
@@ -736,7 +735,7 @@ class DirectoryStore(Store):
                 entries.append(self._data_entry(key, location, folder))
         return entries
 
-    def _temp_entry(self, key: StorageKey, key_name: str, location: str,
+    def _temp_entry(self, key: DataKey, key_name: str, location: str,
                     folder: _Folder) -> StoredEntry:
         meta = folder.meta if isinstance(folder.meta, dict) else {}
         writer = meta.get("writer") or {}
@@ -752,7 +751,7 @@ class DirectoryStore(Store):
             return StoredEntry(key, "writing", location, who)
         return StoredEntry(key, "stale", location, f"writer gone ({who})")
 
-    def _data_entry(self, key: StorageKey, location: str, folder: _Folder) -> StoredEntry:
+    def _data_entry(self, key: DataKey, location: str, folder: _Folder) -> StoredEntry:
         path = os.path.join(location, METADATA)
         if folder.problem:
             return StoredEntry(key, "corrupted", location, f"{path}: {folder.problem}")
@@ -765,7 +764,7 @@ class DirectoryStore(Store):
 
     # ------------------------------------------------------------------ checking
 
-    def verify(self, key: KeyLike | StoredData) -> StoredData | None:
+    def verify(self, key: DataKey | StoredData) -> StoredData | None:
         """Check complete data against its metadata: every chunk file is read,
         and its size and crc32 compared with the metadata's.
 
@@ -776,7 +775,7 @@ class DirectoryStore(Store):
 
         Parameters
         ----------
-        key : StorageKey or StoredData
+        key : DataKey or StoredData
             What to check (a ``StoredData`` from :meth:`find` of this store).
 
         Returns
@@ -793,9 +792,9 @@ class DirectoryStore(Store):
 
         Examples
         --------
-        >>> store.verify(StorageKey("run_001", "peaks", "abcdef1234"))  # doctest: +SKIP
+        >>> store.verify(DataKey("run_001", "peaks", "abcdef1234"))  # doctest: +SKIP
         """
-        stored = key if isinstance(key, StoredData) else self.find(storage_key(key))
+        stored = key if isinstance(key, StoredData) else self.find(key)
         if stored is None:
             return None
         for info in stored.chunks:
@@ -823,7 +822,7 @@ class DirectoryStore(Store):
 
     # ------------------------------------------------------------------ removing
 
-    def _take_lock(self, key: StorageKey, *, retries: int = _LOCK_RETRIES) -> _KeyLock:
+    def _take_lock(self, key: DataKey, *, retries: int = _LOCK_RETRIES) -> _KeyLock:
         """The key's lock, now (retrying past a momentary probe), or KeyLocked."""
         lock_path = self._path(key.name + ".lock")
         for attempt in range(retries + 1):
@@ -848,7 +847,7 @@ class DirectoryStore(Store):
         os.unlink(lock.path)
         return True
 
-    def remove(self, key: KeyLike) -> list[str]:
+    def remove(self, key: DataKey) -> list[str]:
         """Remove a key's data (complete or corrupted) and its leftovers.
 
         Holds the key's lock while it removes anything, so a key being
@@ -858,7 +857,7 @@ class DirectoryStore(Store):
 
         Parameters
         ----------
-        key : StorageKey
+        key : DataKey
 
         Returns
         -------
@@ -873,7 +872,6 @@ class DirectoryStore(Store):
             If the store is read-only, or the key's folder is not straxio's
             (nothing is removed).
         """
-        key = storage_key(key)
         name = _check_key(key)
         if self.readonly:
             raise StraxioError(f"{self} is read-only: cannot remove {name}")
@@ -938,7 +936,7 @@ class DirectoryStore(Store):
         if dry_run:
             return garbage + locks
         removed: list[StoredEntry] = []
-        by_key: dict[StorageKey, list[StoredEntry]] = {}
+        by_key: dict[DataKey, list[StoredEntry]] = {}
         for e in garbage:
             by_key.setdefault(e.key, []).append(e)
         lock_files = {e.key: e for e in locks}
@@ -966,7 +964,7 @@ class DirectoryStore(Store):
             log.info("removed %s (%s)", e.location, e.status)
         return removed
 
-    def _remove_leftovers(self, key: StorageKey, entries: list[StoredEntry]) -> list[StoredEntry]:
+    def _remove_leftovers(self, key: DataKey, entries: list[StoredEntry]) -> list[StoredEntry]:
         """Holding the key's lock: remove those of ``entries`` that are still
         leftovers of ``key`` and straxio's."""
         name = key.name
@@ -989,13 +987,13 @@ class DirectoryStore(Store):
 
     # ------------------------------------------------------------------ writing
 
-    async def open_writer(self, key: StorageKey, *, metadata: dict,
+    async def open_writer(self, key: DataKey, *, metadata: dict,
                           run_sync: RunSync) -> Writer:
         """Lock ``key``, clean its leftovers and start writing into a temporary folder.
 
         Parameters
         ----------
-        key : StorageKey
+        key : DataKey
         metadata : dict
             Everything but the chunks, start and end: at least ``dtype``
             (as :func:`~straxio.storage.codec.dtype_to_json` gives it, or a
@@ -1043,14 +1041,14 @@ class DirectoryStore(Store):
         log.debug("writing %s into %s", key, temp)
         return DirectoryWriter(self, key, temp, journal, lock, header, run_sync)
 
-    def _locked(self, key: StorageKey, lock_path: str, holder: str) -> KeyLocked:
+    def _locked(self, key: DataKey, lock_path: str, holder: str) -> KeyLocked:
         who = "this process" if holder == "process" else "another process"
         return KeyLocked(
             f"{key.data_type!r} of run {key.run_id!r} (key {key.name}) is being written "
             f"in {self} by {who} (lock {lock_path}). Two writers never share a key: wait "
             "for that one to finish, then load its data")
 
-    def _foreign(self, key: StorageKey, location: str, folder: _Folder,
+    def _foreign(self, key: DataKey, location: str, folder: _Folder,
                  what: str) -> StraxioError:
         return StraxioError(
             f"cannot {what} {key.data_type!r} of run {key.run_id!r} in {self}: {location} "
@@ -1059,7 +1057,7 @@ class DirectoryStore(Store):
             "Context(storage=...), straxio run -s DIR), or move that folder elsewhere "
             "if you know what it is")
 
-    def _check_ours(self, key: StorageKey, what: str) -> None:
+    def _check_ours(self, key: DataKey, what: str) -> None:
         """Raise :meth:`_foreign` if the key's folder or its ``.old`` exists and
         is not straxio's."""
         for location in (self._path(key.name), self._path(key.name + ".old")):
@@ -1082,7 +1080,7 @@ class DirectoryStore(Store):
                     log.warning("leaving %s alone: not straxio's (%s)", path, folder.looks_like)
         return out
 
-    def _prepare(self, key: StorageKey, header: bytes) -> tuple[str, _Journal]:
+    def _prepare(self, key: DataKey, header: bytes) -> tuple[str, _Journal]:
         """Holding the lock: refuse a foreign folder, recover or remove ``.old``,
         delete leftovers, create the temporary folder with its metadata (and
         room for the failure record) and journal."""
@@ -1124,7 +1122,7 @@ class DirectoryWriter(Writer):
     previous one ended.
     """
 
-    def __init__(self, store: DirectoryStore, key: StorageKey, temp: str, journal: _Journal,
+    def __init__(self, store: DirectoryStore, key: DataKey, temp: str, journal: _Journal,
                  lock: _KeyLock, header: dict, run_sync: RunSync):
         self.store = store
         self.key = key
@@ -1277,9 +1275,8 @@ class DirectoryWriter(Writer):
             if not self._published:
                 # Finished even if the caller is cancelled (again) meanwhile:
                 # one small write, and without it the entry would show as stale.
-                await finish_despite_cancel(
-                    self._run_sync(self._record_failure, exc, list(self._chunks)),
-                    name=f"straxio:record-failure:{self.key.name}")
+                await await_to_end(
+                    self._run_sync(self._record_failure, exc, list(self._chunks)))
         finally:
             # Short and synchronous, so it happens even if the await above is
             # cancelled: a lock leaked in a long-lived process blocks the key.

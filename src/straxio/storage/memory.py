@@ -25,14 +25,12 @@ from typing import Any
 from ..exceptions import DataCorrupted, KeyLocked, StraxioError
 from .base import (
     ChunkInfo,
+    DataKey,
     EncodedChunk,
-    KeyLike,
     RunSync,
-    StorageKey,
     Store,
     StoredData,
     StoredEntry,
-    storage_key,
 )
 from .base import Writer as _Writer
 from .codec import (
@@ -79,13 +77,13 @@ class MemoryStore(Store):
         self.name = name if name is not None else f"memory-{next(_names)}"
         self._complete: dict[str, _Version] = {}
         self._writers: dict[str, MemoryWriter] = {}
-        self._failed: dict[str, tuple[StorageKey, dict]] = {}
+        self._failed: dict[str, tuple[DataKey, dict]] = {}
         self._versions = itertools.count()
 
     def __repr__(self) -> str:
         return f"MemoryStore(name={self.name!r})"
 
-    def find(self, key: StorageKey) -> StoredData | None:
+    def find(self, key: DataKey) -> StoredData | None:
         """Complete data for ``key``, or None (no side effects).
 
         Raises
@@ -110,7 +108,7 @@ class MemoryStore(Store):
         entries = []
         for name, version in self._complete.items():
             meta = json.loads(version.metadata)
-            key = StorageKey(meta["run_id"], meta["data_type"], meta["lineage_hash"])
+            key = DataKey(meta["run_id"], meta["data_type"], meta["lineage_hash"])
             entries.append((name, StoredEntry(key, "complete", version.location,
                                               f"{len(meta['chunks'])} chunks")))
         for name, writer in self._writers.items():
@@ -122,12 +120,12 @@ class MemoryStore(Store):
                                               f"{error['type']}: {error['message']}")))
         return [e for _, e in sorted(entries, key=lambda x: x[0])]
 
-    def recompute_hint(self, key: StorageKey, location: str) -> str:
+    def recompute_hint(self, key: DataKey, location: str) -> str:
         """How to get rid of corrupted data of ``key``, for messages."""
         return (f"delete {location} with {self!r}.remove(key), or use another store, and "
                 "run again to recompute it")
 
-    def verify(self, key: KeyLike | StoredData) -> StoredData | None:
+    def verify(self, key: DataKey | StoredData) -> StoredData | None:
         """Check every chunk's size and crc32 against the metadata.
 
         Returns
@@ -140,7 +138,7 @@ class MemoryStore(Store):
         DataCorrupted
             Naming the first chunk that is missing or does not match.
         """
-        stored = key if isinstance(key, StoredData) else self.find(storage_key(key))
+        stored = key if isinstance(key, StoredData) else self.find(key)
         if stored is None:
             return None
         version = self._complete.get(stored.key.name)
@@ -153,7 +151,7 @@ class MemoryStore(Store):
             check_size_and_checksum(stored, info, len(payload), zlib.crc32(payload))
         return stored
 
-    def remove(self, key: KeyLike) -> list[str]:
+    def remove(self, key: DataKey) -> list[str]:
         """Forget a key's complete data and its failed write.
 
         Returns
@@ -166,7 +164,6 @@ class MemoryStore(Store):
         KeyLocked
             If a writer writes ``key`` now (nothing is removed).
         """
-        key = storage_key(key)
         if key.name in self._writers:
             raise KeyLocked(f"{key.data_type!r} of run {key.run_id!r} (key {key.name}) is "
                             f"being written in {self}: not removed")
@@ -186,13 +183,13 @@ class MemoryStore(Store):
                 self._failed.pop(e.key.name, None)
         return failed
 
-    def failed_metadata(self, key: StorageKey) -> dict | None:
+    def failed_metadata(self, key: DataKey) -> dict | None:
         """The metadata an aborted writer of ``key`` left (status "failed",
         the exception under "error"), or None."""
         failed = self._failed.get(key.name)
         return None if failed is None else failed[1]
 
-    async def open_writer(self, key: StorageKey, *, metadata: dict,
+    async def open_writer(self, key: DataKey, *, metadata: dict,
                           run_sync: RunSync) -> MemoryWriter:
         """Lock ``key`` and start writing.
 
@@ -244,7 +241,7 @@ class MemoryStore(Store):
 class MemoryWriter(_Writer):
     """Writes one key of a :class:`MemoryStore`; made by ``open_writer``."""
 
-    def __init__(self, store: MemoryStore, key: StorageKey, location: str, header: dict):
+    def __init__(self, store: MemoryStore, key: DataKey, location: str, header: dict):
         self.store = store
         self.key = key
         self.location = location

@@ -9,37 +9,30 @@ the store (aiofiles, and the executor for fsync), so the loop keeps going.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import typing as ty
-from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 
 import numpy as np
 
-from ..exceptions import leaves
+from ..exceptions import single_exception
 from ..mailbox import Cursor, Mailbox
-from .base import ChunkInfo, StoredData, Writer
-from .codec import (
+from ..selection import overlapping
+from ..statistics import Counters
+from ..storage.base import ChunkInfo, StoredData, Writer
+from ..storage.codec import (
     ChunkEncoder,
     check_payload,
     chunk_from_bytes,
     decode_chunk,
     decode_frame_into,
 )
+from .dispatch import TaskInFlight, in_order
 
-__all__ = ["Counters", "load_into", "overlapping", "save_from"]
+__all__ = ["load_into", "save_from"]
 
+#: ``await offload(fn, *args)`` runs ``fn(*args)`` in the executor.
 Offload = Callable[..., Coroutine[ty.Any, ty.Any, ty.Any]]
-
-
-class Counters(ty.Protocol):
-    chunks_in: int
-    bytes_in: int
-    chunks_out: int
-    bytes_out: int
-    rows: int
-    compute_calls: int
-    compute_seconds: float
-    peak_held_bytes: int
 
 
 async def save_from(cursor: Cursor, writer: Writer, *, offload: Offload, level: int,
@@ -59,7 +52,7 @@ async def save_from(cursor: Cursor, writer: Writer, *, offload: Offload, level: 
     start: int | None = None
     end: int | None = None
 
-    async def flush():
+    async def flush() -> None:
         nonlocal encoder, index
         if encoder is None:
             return
@@ -94,17 +87,13 @@ async def save_from(cursor: Cursor, writer: Writer, *, offload: Offload, level: 
     return True
 
 
-def overlapping(stored: StoredData, time_range: tuple[int, int] | None) -> list[ChunkInfo]:
-    """The stored chunks that overlap ``[t0, t1)`` (all chunks without a range).
+@dataclasses.dataclass
+class _Read:
+    """A chunk file read, waiting to be decoded."""
 
-    A chunk touching the range only at an edge is left out unless it has
-    zero length (it could hold zero-length rows at that edge).
-    """
-    if time_range is None:
-        return list(stored.chunks)
-    t0, t1 = time_range
-    return [c for c in stored.chunks
-            if (c.start < t1 and c.end > t0) or (c.start == c.end and t0 <= c.start <= t1)]
+    info: ChunkInfo
+    size: int
+    payload: bytes | None
 
 
 async def load_into(stored: StoredData, mailbox: Mailbox, *, offload: Offload,
@@ -118,57 +107,52 @@ async def load_into(stored: StoredData, mailbox: Mailbox, *, offload: Offload,
     a file is a frame of its own). Chunks are published in order; reading
     the next file overlaps with decoding the previous ones.
     """
-    pending: deque[asyncio.Task] = deque()
     slots = asyncio.Semaphore(max(1, in_flight))
 
-    async def decode(info: ChunkInfo, payload: bytes):
+    async def decode(info: ChunkInfo, payload: bytes) -> ty.Any:
         async with slots:
             if not info.frames:
                 return await offload(decode_chunk, stored, info, payload)
             frames = await offload(check_payload, stored, info, payload)
         out = np.empty(info.nbytes, np.uint8)
 
-        async def frame(f):
+        async def frame(f: ty.Any) -> None:
             async with slots:
                 await offload(decode_frame_into, stored, info, payload, f, out)
 
         async with asyncio.TaskGroup() as frames_group:
             for f in frames:
-                frames_group.create_task(frame(f))
+                frames_group.create_task(frame(f), name=f"straxio:decode:{info.filename}")
         async with slots:
             return await offload(chunk_from_bytes, stored, info, out)
 
-    async def publish(task: asyncio.Task, payload_size: int):
-        chunk = await task
+    async def payloads() -> AsyncIterator[_Read]:
+        for info in overlapping(stored, time_range):
+            payload = await stored.store.read_chunk(stored, info)
+            yield _Read(info, len(payload), payload)
+
+    def start(read: _Read) -> TaskInFlight[ty.Any]:
+        # The decode holds the payload from now on, and only until it is done.
+        payload, read.payload = read.payload, None
+        assert payload is not None
+        return TaskInFlight(tg.create_task(decode(read.info, payload),
+                                           name=f"straxio:decode:{read.info.filename}"))
+
+    async def publish(read: _Read, chunk: ty.Any) -> None:
         counters.chunks_in += 1
-        counters.bytes_in += payload_size
+        counters.bytes_in += read.size
         counters.chunks_out += 1
         counters.bytes_out += chunk.nbytes
         counters.rows += len(chunk)
         await mailbox.put(chunk)
 
-    sizes: deque[int] = deque()
     try:
         # The group owns the decodes: on failure or cancel, those in flight
         # are cancelled and awaited (a running one finishes its chunk).
         async with asyncio.TaskGroup() as tg:
-            for info in overlapping(stored, time_range):
-                payload = await stored.store.read_chunk(stored, info)
-                pending.append(tg.create_task(decode(info, payload)))
-                sizes.append(len(payload))
-                del payload
-                if len(pending) >= max(1, in_flight):
-                    await publish(pending.popleft(), sizes.popleft())
-            while pending:
-                await publish(pending.popleft(), sizes.popleft())
+            await in_order(payloads(), start, publish, limit=in_flight)
     except BaseExceptionGroup as eg:
         # Raise the failure as itself (the caller gets e.g. DataCorrupted, not
         # a group); several at once (frames of one file) come as the first.
-        found = list({id(e): e for e in leaves(eg)}.values())
-        if found and not any(isinstance(e, asyncio.CancelledError) for e in found):
-            first = found[0]
-            for other in found[1:]:
-                first.add_note(f"straxio: at the same time: {type(other).__name__}: {other}")
-            raise first from None
-        raise
+        raise single_exception(eg) from None
     mailbox.close()

@@ -45,7 +45,7 @@ import time
 import traceback
 import typing as ty
 
-from .exceptions import ComputeTimeout, RemoteError, WorkerDied
+from ..exceptions import ComputeTimeout, RemoteError, WorkerDied
 
 __all__ = ["ProcessPool"]
 
