@@ -87,21 +87,24 @@ async def in_order(items: AsyncIterable[T], start: Callable[[T], InFlight[R]],
     bound = max(1, limit)
 
     async def finish_head() -> None:
-        head, work = pending.popleft()
-        try:
-            result = await work.result()
-        except BaseException:
-            pending.appendleft((head, work))  # still to settle (a cancel while waiting)
-            raise
+        head, work = pending[0]
+        result = await work.result()  # on failure or cancel it stays, to be settled
+        pending.popleft()
         await finish(head, result)
 
     try:
         async for item in items:
-            if at_once is not None and at_once():
+            if pending and at_once is not None and at_once():
                 while pending:
                     await finish_head()
-            pending.append((item, start(item)))
-            while pending and (len(pending) >= bound or isinstance(pending[0][1], Done)):
+            work = start(item)
+            if not pending and type(work) is Done:
+                # Done already, nothing before it: out at once (the inline path,
+                # kept short: it is what a chain of cheap plugins pays per chunk).
+                await finish(item, work.value)
+                continue
+            pending.append((item, work))
+            while pending and (len(pending) >= bound or type(pending[0][1]) is Done):
                 await finish_head()
         while pending:
             await finish_head()

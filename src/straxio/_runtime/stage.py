@@ -53,7 +53,7 @@ class Member:
 
 
 def compute_members(members: ty.Sequence[Member], batch: Batch,
-                    clock: Clock | None = None) -> Outcome:
+                    clock: Clock | None = None, inline: bool = False) -> Outcome:
     """Run every member on one batch (in an executor thread, or inline):
     inputs as ``compute`` takes them, ``compute``, and the output checked
     and wrapped into chunks. A failure gets a note naming the member, run
@@ -79,8 +79,9 @@ def compute_members(members: ty.Sequence[Member], batch: Batch,
             note_once(e, "in " + computing(plugin, b))
             raise
         del b, kwargs, result
-        b_in = sum(chunks[d].nbytes for d in m.depends_on)
-        b_out = rows = 0
+        b_in = b_out = rows = 0
+        for d in m.depends_on:
+            b_in += chunks[d].nbytes
         for c in out.values():
             b_out += c.nbytes
             rows += len(c)
@@ -90,7 +91,7 @@ def compute_members(members: ty.Sequence[Member], batch: Batch,
         for d, producer in m.drop_after:
             del chunks[d]
             outputs[producer][d] = None
-    return outputs, seconds, sizes, False
+    return outputs, seconds, sizes, inline
 
 
 class _ThreadWork:
@@ -168,6 +169,7 @@ class StageRunner:
         self.stage = stage
         self.nodes = nodes
         self.members = list(members)
+        self.n_inputs = [len(m.depends_on) for m in self.members]
         self.counters = list(counters)
         self.mailboxes = mailboxes
         self.executors = executors
@@ -196,8 +198,7 @@ class StageRunner:
 
     def start(self, batch: Batch) -> InFlight[Outcome]:
         if self.inline.inline:
-            outputs, seconds, sizes, _ = compute_members(self.members, batch)
-            return Done((outputs, seconds, sizes, True))
+            return Done(compute_members(self.members, batch, None, True))
         if self.process:
             (m,) = self.members
             plugin = m.plugin
@@ -218,17 +219,19 @@ class StageRunner:
 
     async def finish(self, batch: Batch, outcome: Outcome) -> None:
         outputs, seconds, sizes, was_inline = outcome
-        for m, c, sec, (b_in, n_out, b_out, rows) in zip(
-                self.members, self.counters, seconds, sizes):
+        total = 0.0
+        for n_in, c, sec, (b_in, n_out, b_out, rows) in zip(
+                self.n_inputs, self.counters, seconds, sizes):
             c.compute_calls += 1
             c.inline_calls += was_inline
             c.compute_seconds += sec
-            c.chunks_in += len(m.depends_on)
+            c.chunks_in += n_in
             c.bytes_in += b_in
             c.chunks_out += n_out
             c.bytes_out += b_out
             c.rows += rows
-        self.inline.record(sum(seconds), inline=was_inline)
+            total += sec
+        self.inline.record(total, inline=was_inline)
         mailboxes = self.mailboxes
         for out in outputs:
             for data_type, chunk in out.items():
