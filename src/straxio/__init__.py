@@ -15,7 +15,7 @@ from .chunk import (
     split_by_containment,
     touching_windows,
 )
-from .context import Context, Selection
+from .context import Context
 from .dtypes import (
     field_descriptions,
     interval_dtype,
@@ -47,6 +47,7 @@ from .options import Option, SaveWhen
 from .plan import Plan, PlanNode
 from .plugin import Plugin
 from .processor import ChunkStream, Processor
+from .selection import Selection
 from .special import CutPlugin, LoopPlugin, MergeOnlyPlugin, OverlapWindowPlugin
 from .statistics import ComponentKind, ComponentStatistics, ProcessorStatistics, RunStatistics
 

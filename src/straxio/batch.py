@@ -60,7 +60,7 @@ class Contained:
         np.cumsum(self.counts(), out=out[1:])
         return out
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rows)
 
 

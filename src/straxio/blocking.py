@@ -56,7 +56,7 @@ class _PrivateLoop:
     def __init__(self, main: ty.Callable[[], ty.Awaitable[ty.Any]], name: str):
         self._main = main
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[ty.Any] | None = None
         self._started = threading.Event()
         # Set when the thread's work is over. Waited on instead of Thread.join
         # with a timeout: on Python 3.11 a KeyboardInterrupt that lands inside
@@ -68,7 +68,7 @@ class _PrivateLoop:
         self.thread = threading.Thread(target=self._work, name=name)
 
     def _work(self) -> None:
-        async def main():
+        async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._task = asyncio.current_task()
             self._started.set()
@@ -118,7 +118,7 @@ class _PrivateLoop:
             raise
 
 
-def _current_task() -> asyncio.Task | None:
+def _current_task() -> asyncio.Task[ty.Any] | None:
     try:
         return asyncio.current_task()
     except RuntimeError:
@@ -126,13 +126,15 @@ def _current_task() -> asyncio.Task | None:
 
 
 def run_blocking(make_coro: ty.Callable[[], ty.Awaitable[T]]) -> T:
+    """Run the coroutine ``make_coro()`` makes to its end, from blocking code,
+    and return its result (see the module docstring for where it runs)."""
     # The result comes back through a holder, not as the task's result: on
     # Python 3.11 asyncio.Runner formats the main task with %r when it
     # restores the SIGINT handler, and the repr of a task holding a large
     # array costs as much as printing the array.
-    holder: dict = {}
+    holder: dict[str, T] = {}
 
-    async def main():
+    async def main() -> None:
         holder["value"] = await make_coro()
 
     if not _in_running_loop():
@@ -148,9 +150,6 @@ def run_blocking(make_coro: ty.Callable[[], ty.Awaitable[T]]) -> T:
     if private.error is not None:
         raise private.error
     return holder["value"]
-
-
-_END = object()
 
 
 def blocking_iter(make: ty.Callable[[], ty.AsyncContextManager[ty.AsyncIterator[T]]]
@@ -179,7 +178,7 @@ def blocking_iter(make: ty.Callable[[], ty.AsyncContextManager[ty.AsyncIterator[
 
     private = _PrivateLoop(pump, "straxio-iter")
     private.start()
-    received: list = []
+    received: list[tuple[str, ty.Any]] = []
 
     def ready(timeout: float) -> bool:
         try:

@@ -343,7 +343,7 @@ class Context:
         return f"<straxio.Context with {len(self._providers)} data types>"
 
 
-def _to_df(arr: np.ndarray):
+def _to_df(arr: np.ndarray) -> ty.Any:
     """strax's ``convert_structured_array_to_df``: a field with a shape
     (waveforms) becomes an object column holding one array per row, and a
     warning is logged."""

@@ -9,6 +9,7 @@ bad plugin output, bad configuration, impossible plans, stalls.
 from __future__ import annotations
 
 import asyncio
+import typing as ty
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,7 +86,7 @@ class RemoteError(StraxioError):
         self.message = message
         self.traceback_text = traceback_text
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[ty.Any, ...]:
         return (type(self), (self.type_name, self.message, self.traceback_text))
 
 
@@ -106,11 +107,11 @@ class ComputeTimeout(StraxioError):
         super().__init__(message)
         self.seconds = seconds
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[ty.Any, ...]:
         return (_rebuild_timeout, (str(self), self.seconds))
 
 
-def _rebuild_timeout(message, seconds):
+def _rebuild_timeout(message: str, seconds: float | None) -> ComputeTimeout:
     return ComputeTimeout(message, seconds=seconds)
 
 
@@ -124,11 +125,11 @@ class DataCorrupted(StraxioError):
         self.path = path
         self.chunk_index = chunk_index
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[ty.Any, ...]:
         return (_rebuild_corrupted, (str(self), self.path, self.chunk_index))
 
 
-def _rebuild_corrupted(message, path, chunk_index):
+def _rebuild_corrupted(message: str, path: str, chunk_index: int | None) -> DataCorrupted:
     return DataCorrupted(message, path=path, chunk_index=chunk_index)
 
 

@@ -5,6 +5,7 @@ meanings).
 
 from __future__ import annotations
 
+import builtins
 import enum
 import typing as ty
 
@@ -59,32 +60,32 @@ class Option:
     def __init__(self, default: ty.Any = _MISSING, *, type: ty.Any = None, help: str = "",
                  track: bool = True):
         if type is None and default is not _MISSING and default is not None:
-            type = builtins_type(default)
+            type = builtins.type(default)
         self.default = default
         self.type = type
         self.help = help
         self.track = track
         self.name = ""
 
-    def __set_name__(self, owner, name):
+    def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, instance, owner=None):
+    def __get__(self, instance: ty.Any, owner: type | None = None) -> ty.Any:
         if instance is None:
             return self
         try:
             return instance.config[self.name]
         except (AttributeError, KeyError):
             raise PluginError(
-                f"option {self.name!r} of {owner.__name__} was read before the plugin was "
-                "configured; read options in setup() or compute(), not in __init__"
+                f"option {self.name!r} of {getattr(owner, '__name__', owner)} was read before "
+                "the plugin was configured; read options in setup() or compute(), not in __init__"
             ) from None
 
     @property
     def required(self) -> bool:
         return self.default is _MISSING
 
-    def validate(self, value, *, plugin_name: str):
+    def validate(self, value: object, *, plugin_name: str) -> None:
         """Raise ConfigError if ``value`` does not fit this option's type."""
         t = self.type
         if t is None or (value is None and self.default is None):
@@ -103,7 +104,7 @@ class Option:
                 f"help: {self.help or 'no help given'}"
             )
 
-    def normalize(self, value):
+    def normalize(self, value: object) -> object:
         """``value`` as the plugin sees it and its lineage records it: an int
         given to a ``float`` option becomes a float, so that ``-c x=4`` and a
         stored ``x=4.0`` are one lineage, not two."""
@@ -114,13 +115,9 @@ class Option:
             return float(value)
         return value
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Option({self.name!r}, default={self.default!r}, type={self.type!r})"
 
 
-def builtins_type(value):
-    return type(value)
-
-
-def type_name(value) -> str:
+def type_name(value: object) -> str:
     return type(value).__name__

@@ -27,7 +27,6 @@ Special kinds, all vectorised (no per-row Python loop in the engine):
 from __future__ import annotations
 
 import base64
-import difflib
 import hashlib
 import inspect
 import json
@@ -40,7 +39,7 @@ import numpy as np
 from . import dtypes as _dtypes
 from .batch import Batch, contained_rows, touching_rows
 from .chunk import Chunk
-from .exceptions import ConfigError, PluginError
+from .exceptions import PluginError
 from .options import Option, SaveWhen, type_name
 
 __all__ = ["Plugin", "Runner", "check_declaration"]
@@ -142,7 +141,7 @@ class Plugin:
     config: dict[str, ty.Any]
     run_id: str
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.config = {}
         self.run_id = ""
         self.input_kinds: dict[str, str] = {}
@@ -153,7 +152,7 @@ class Plugin:
         # What runs this instance's computes (attach_runner); None outside a run.
         self._runner: Runner | None = None
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: ty.Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__version__ is None:
             # Read the source now, while the file on disk is the code being
@@ -239,7 +238,7 @@ class Plugin:
 
     # ---------------------------------------------------------------- per-run setup
 
-    def infer_dtype(self):
+    def infer_dtype(self) -> ty.Any:
         """Return the output dtype (or a dict per provided type).
 
         The default returns the class attribute ``dtype``. Override to derive
@@ -252,7 +251,7 @@ class Plugin:
             )
         return self.dtype
 
-    def setup(self):
+    def setup(self) -> None:
         """Called once per run after options are set, before any compute."""
 
     def dtype_for(self, data_type: str) -> np.dtype:
@@ -283,7 +282,8 @@ class Plugin:
         and ``setup()``; return None when unknown (the default)."""
         return None
 
-    def chunk(self, *, start: int, end: int, data, data_type: str | None = None) -> Chunk:
+    def chunk(self, *, start: int, end: int, data: np.ndarray,
+              data_type: str | None = None) -> Chunk:
         """Wrap ``data`` in a validated Chunk of this plugin's output."""
         if data_type is None:
             if self.multi_output():
@@ -331,7 +331,7 @@ class Plugin:
             return self.base_kind
         return self.input_kinds[self.depends_on_tuple()[0]]
 
-    def postprocess(self, result, kwargs):
+    def postprocess(self, result: ty.Any, kwargs: dict[str, ty.Any]) -> ty.Any:
         """Turn compute's return value into what the plugin outputs (hook for
         the special plugin kinds)."""
         return result
@@ -346,7 +346,7 @@ class Plugin:
         result = self.postprocess(result, kwargs)
         return self.wrap_output(result, batch)
 
-    async def offload(self, fn, *args):
+    async def offload(self, fn: ty.Callable[..., ty.Any], *args: ty.Any) -> ty.Any:
         """Run ``fn(*args)`` on the processor's executor (for overridden
         ``iter`` generators doing their own CPU work)."""
         if self._runner is None:
@@ -364,7 +364,7 @@ class Plugin:
         async for batch in batches:
             yield await self.compute_batch(batch)
 
-    def wrap_output(self, result, batch: Batch) -> dict[str, Chunk]:
+    def wrap_output(self, result: ty.Any, batch: Batch) -> dict[str, Chunk]:
         """Validate compute output and make one Chunk per provided type."""
         provides = self.provides_tuple()
         if type(result) is np.ndarray and len(provides) == 1:
@@ -488,11 +488,6 @@ class Plugin:
             return {p: p for p in provides}
         return {p: self.base_kind_name() for p in provides}
 
-    @classmethod
-    def _check_config_key(cls, key: str, valid: ty.Iterable[str]):
-        close = difflib.get_close_matches(key, list(valid), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"config key {key!r} is taken by no registered plugin{hint}")
 
 
 def check_declaration(p: type[Plugin]) -> None:
@@ -578,7 +573,7 @@ def _check_save_when(p: type[Plugin]) -> None:
                               "provided type)")
 
 
-def _dtype_mismatch(data_type, expected: np.dtype, got: np.dtype) -> str:
+def _dtype_mismatch(data_type: str, expected: np.dtype[ty.Any], got: np.dtype[ty.Any]) -> str:
     names = _dtypes.field_names(expected)
     if names == _dtypes.field_names(got) and all(
         _dtypes.fields(expected)[n][0] == _dtypes.fields(got)[n][0] for n in names

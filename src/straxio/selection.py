@@ -42,8 +42,10 @@ class Selection:
     selection: ty.Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
-    def make(cls, *, time_range=None, seconds_range=None, time_selection="fully_contained",
-             selection=None) -> Selection | None:
+    def make(cls, *, time_range: tuple[int, int] | None = None,
+             seconds_range: tuple[float, float] | None = None,
+             time_selection: str = "fully_contained",
+             selection: ty.Callable[[np.ndarray], np.ndarray] | None = None) -> Selection | None:
         if time_range is not None and seconds_range is not None:
             raise ConfigError("give time_range (ns) or seconds_range (s from run start), "
                               "not both")
@@ -159,7 +161,8 @@ class Selection:
                      run_id=chunk.run_id, start=chunk.start, end=chunk.end, data=data)
 
 
-def columns(arr: np.ndarray, keep, drop) -> np.ndarray:
+def columns(arr: np.ndarray, keep: str | ty.Iterable[str] | None,
+            drop: str | ty.Iterable[str] | None) -> np.ndarray:
     """strax's keep_columns / drop_columns: the fields kept, in the array's
     order, with their descriptions (titles)."""
     if keep is not None and drop is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import typing as ty
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class OverlapWindowPlugin(Plugin):
         raise NotImplementedError(
             f"overlap-window plugin {type(self).__name__} must define get_window_size()")
 
-    async def iter(self, batches):
+    async def iter(self, batches: AsyncIterator[Batch]) -> AsyncGenerator[ty.Any, None]:
         window = int(self.get_window_size())
         if window < 0:
             raise PluginError(f"plugin {type(self).__name__}: window size {window} < 0")
@@ -88,7 +89,7 @@ class LoopPlugin(Plugin):
 
     containment = True
 
-    def postprocess(self, result, kwargs):
+    def postprocess(self, result: ty.Any, kwargs: dict[str, ty.Any]) -> ty.Any:
         base = kwargs[self.base_kind_name()]
         if isinstance(result, np.ndarray):
             if len(result) != len(base):
@@ -117,19 +118,23 @@ class CutPlugin(Plugin):
     def _cut_field(self) -> str:
         return self.cut_name or self.provides_tuple()[0]
 
-    def infer_dtype(self):
+    def infer_dtype(self) -> ty.Any:
         first = self.input_dtypes[self.depends_on_tuple()[0]]
-        fields = [(first.fields[n][2], n) if len(first.fields[n]) > 2 else n
-                  for n in ("time", "endtime", "length", "dt") if n in first.names]
-        out = [(f, first.fields[f if isinstance(f, str) else f[1]][0]) for f in fields]
+        described = _dtypes.fields(first)
+        names = _dtypes.field_names(first)
+        out: list[tuple[ty.Any, ty.Any]] = []
+        for n in ("time", "endtime", "length", "dt"):
+            if n in names:
+                f = described[n]
+                out.append(((f[2], n) if len(f) > 2 else n, f[0]))
         out.append(((self.cut_description or f"cut {self._cut_field()}", self._cut_field()),
                     np.bool_))
         return np.dtype(out)
 
-    def cut_by(self, **kwargs) -> np.ndarray:
+    def cut_by(self, **kwargs: ty.Any) -> np.ndarray:
         raise NotImplementedError(f"cut plugin {type(self).__name__} must define cut_by()")
 
-    def compute(self, **kwargs):
+    def compute(self, **kwargs: ty.Any) -> np.ndarray:
         mask = np.asarray(self.cut_by(**kwargs))
         base = kwargs[self.base_kind_name()]
         if mask.shape != (len(base),):
@@ -153,10 +158,11 @@ class MergeOnlyPlugin(Plugin):
 
     parallel = True  # stateless: may run fused with the plugins it merges
 
-    def infer_dtype(self):
+    def infer_dtype(self) -> ty.Any:
         return _dtypes.merged_dtype([self.input_dtypes[d] for d in self.depends_on_tuple()])
 
-    def compute(self, **kwargs):
+    def compute(self, **kwargs: ty.Any) -> np.ndarray:
+        arr: np.ndarray
         (arr,) = (v for k, v in kwargs.items() if k not in ("chunk_i", "start", "end"))
         dtype = self.output_dtypes[self.provides_tuple()[0]]
         # The inputs were merged into a new array already; copy only if the

@@ -98,13 +98,13 @@ async def in_order(items: AsyncIterable[T], start: Callable[[T], InFlight[R]],
                 while pending:
                     await finish_head()
             work = start(item)
-            if not pending and type(work) is Done:
+            if not pending and isinstance(work, Done):
                 # Done already, nothing before it: out at once (the inline path,
                 # kept short: it is what a chain of cheap plugins pays per chunk).
                 await finish(item, work.value)
                 continue
             pending.append((item, work))
-            while pending and (len(pending) >= bound or type(pending[0][1]) is Done):
+            while pending and (len(pending) >= bound or isinstance(pending[0][1], Done)):
                 await finish_head()
         while pending:
             await finish_head()

@@ -119,7 +119,7 @@ def _serve_tasks(conn: multiprocessing.connection.Connection) -> None:
 class _Task:
     __slots__ = ("args", "fn", "future", "timeout")
 
-    def __init__(self, future: concurrent.futures.Future, fn: ty.Callable[..., ty.Any],
+    def __init__(self, future: concurrent.futures.Future[ty.Any], fn: ty.Callable[..., ty.Any],
                  args: tuple[ty.Any, ...], timeout: float | None):
         self.future = future
         self.fn = fn
@@ -229,7 +229,7 @@ class ProcessPool:
         return len(self._slots)
 
     def submit(self, fn: ty.Callable[..., ty.Any], /, *args: ty.Any,
-               timeout: float | None = None) -> concurrent.futures.Future:
+               timeout: float | None = None) -> concurrent.futures.Future[ty.Any]:
         """Run ``fn(*args)`` in a worker; the future gets its result or exception.
 
         A ``timeout`` (seconds, counted from when a worker starts the task)
@@ -237,7 +237,7 @@ class ProcessPool:
         :class:`~straxio.exceptions.ComputeTimeout`. A worker that dies while
         running the task makes it raise :class:`~straxio.exceptions.WorkerDied`.
         """
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future: concurrent.futures.Future[ty.Any] = concurrent.futures.Future()
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to a process pool that was shut down")
@@ -250,7 +250,7 @@ class ProcessPool:
             self._queue.put(_Task(future, fn, args, timeout))
         return future
 
-    def kill(self, future: concurrent.futures.Future, reason: str = "cancelled") -> None:
+    def kill(self, future: concurrent.futures.Future[ty.Any], reason: str = "cancelled") -> None:
         """Stop the task of ``future`` now: cancel it if it has not started,
         else kill the worker running it (a new worker takes its place).
         The future then ends with :class:`~straxio.exceptions.WorkerDied`
