@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._util import as_names
 from .chunk import Chunk, endtime
 from .dtypes import field_names, select_fields
 from .exceptions import ConfigError
@@ -169,17 +170,17 @@ def columns(arr: np.ndarray, keep: str | ty.Iterable[str] | None,
         raise ConfigError("give keep_columns or drop_columns, not both (as strax)")
     names = list(field_names(arr.dtype))
     if keep is not None:
-        keep = [keep] if isinstance(keep, str) else list(keep)
-        unknown = sorted(set(keep) - set(names))
+        kept = as_names(keep, "keep_columns")
+        unknown = sorted(set(kept) - set(names))
         if unknown:
             raise ConfigError(f"keep_columns {unknown} are not fields; fields: {names}")
-        names = [n for n in names if n in keep]
+        names = [n for n in names if n in kept]
     if drop is not None:
-        drop = [drop] if isinstance(drop, str) else list(drop)
-        unknown = sorted(set(drop) - set(field_names(arr.dtype)))
+        dropped = as_names(drop, "drop_columns")
+        unknown = sorted(set(dropped) - set(field_names(arr.dtype)))
         if unknown:
             raise ConfigError(f"drop_columns {unknown} are not fields; fields: {names}")
-        names = [n for n in names if n not in drop]
+        names = [n for n in names if n not in dropped]
     if names == list(field_names(arr.dtype)):
         return arr
     out = np.zeros(len(arr), dtype=select_fields(arr.dtype, names))
