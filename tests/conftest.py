@@ -6,7 +6,8 @@ on, and after the test that no straxio task is left on it.
 Leak checks look only at what the test itself made: threads and child
 processes that existed when it started (another test's abandoned kernel
 thread, say) are not its business (:func:`new_straxio_threads`,
-:func:`new_children`).
+:func:`new_children`, from a :class:`straxio.testing.Snapshot` taken as
+each test starts).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest_asyncio
 import uvloop
 
 from straxio import testing as toy
+from straxio.testing import Snapshot, straxio_tasks
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
@@ -28,34 +30,24 @@ def pytest_asyncio_loop_factories(config, item):
     return LOOPS
 
 
-class _Before:
-    """Threads and child processes alive when the current test started."""
-
-    threads: frozenset[threading.Thread] = frozenset()
-    children: frozenset[multiprocessing.process.BaseProcess] = frozenset()
+_before = Snapshot.take()
 
 
 @pytest.fixture(autouse=True)
 def _remember_what_was_there():
-    _Before.threads = frozenset(threading.enumerate())
-    _Before.children = frozenset(multiprocessing.active_children())
+    global _before
+    _before = Snapshot.take()
     yield
 
 
 def new_straxio_threads() -> list[threading.Thread]:
     """straxio's threads (compute and IO pools) started during this test."""
-    return [t for t in threading.enumerate()
-            if t.name.startswith("straxio") and t not in _Before.threads]
+    return _before.new_threads()
 
 
 def new_children() -> list[multiprocessing.process.BaseProcess]:
     """Child processes started during this test and still alive."""
-    return [p for p in multiprocessing.active_children() if p not in _Before.children]
-
-
-def straxio_tasks() -> list[asyncio.Task]:
-    me = asyncio.current_task()
-    return [t for t in asyncio.all_tasks() if t is not me and t.get_name().startswith("straxio")]
+    return _before.new_children()
 
 
 @pytest_asyncio.fixture

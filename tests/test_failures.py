@@ -120,7 +120,7 @@ async def test_process_pool_worker_failure(aloop, fail_with, expect):
         notes = "\n".join(info.value.__notes__)
         assert "ProcessPeakBasics computing peak_basics" in notes and "chunk 2" in notes
         if expect is straxio.RemoteError:
-            assert info.value.type_name == "straxio.testing.Unpicklable"
+            assert info.value.type_name == "straxio.testing.toy.Unpicklable"
             assert "fails at chunk 2 as asked" in info.value.message
             assert "maybe_fail" in info.value.traceback_text
         assert_idle(proc)

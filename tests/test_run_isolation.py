@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import os
 import pathlib
 import signal
@@ -17,9 +16,10 @@ import numpy as np
 import pytest
 
 import straxio
-from straxio import ComputeTimeout, Option, WorkerDied, shm
+from straxio import ComputeTimeout, Option, WorkerDied
 from straxio import testing as toy
 from straxio.processor import abandoned_threads
+from straxio.testing import Snapshot, unretrieved_errors
 
 # Process pools started, workers killed: seconds each (not in the quick subset).
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -92,12 +92,6 @@ class StuckParallel(Stuck):
     parallel = True  # fusable: the fused-group path
 
 
-def my_segments() -> list[str]:
-    """Shared-memory segments of this process (parents name them all)."""
-    prefix = f"{shm.PREFIX}{os.getpid()}-"
-    return [n for n in shm.leftover_segments() if n.startswith(prefix)]
-
-
 async def wait_for_file(path: pathlib.Path, limit: float = 60) -> str:
     async with asyncio.timeout(limit):
         while not path.exists() or not path.read_text():
@@ -115,8 +109,7 @@ async def fetch(proc, run_id: str) -> np.ndarray:
 
 def no_unretrieved_errors(caplog) -> None:
     gc.collect()  # "Future exception was never retrieved" is logged on collection
-    bad = [r.getMessage() for r in caplog.records
-           if r.name == "asyncio" and r.levelno >= logging.ERROR]
+    bad = unretrieved_errors(caplog.records)
     assert not bad, bad
 
 
@@ -136,7 +129,7 @@ async def test_a_dying_worker_fails_only_the_run_whose_chunk_it_held(aloop, tmp_
         plan = f"fine:1:wait:release,doomed:1:{action}"
     ctx = straxio.Context(register=[toy.Peaks, Fragile],
                           config={**CONFIG, "fragile_plan": plan, "fragile_dir": str(tmp_path)})
-    before = my_segments()
+    before = Snapshot.take()
     async with ctx.processor("peak_basics", process_workers=2) as proc:
         fine = asyncio.create_task(fetch(proc, "fine"), name="straxio-test:fine")
         await wait_for_file(tmp_path / "fine-1.started")  # fine's chunk 1 is in a worker
@@ -155,7 +148,7 @@ async def test_a_dying_worker_fails_only_the_run_whose_chunk_it_held(aloop, tmp_
         toy.assert_same_arrays(await fetch(proc, "later"), REFERENCE["peak_basics"], "later")
         stats = proc.statistics()
         assert stats.process_jobs_in_flight == 0 and stats.active_runs == ()
-    assert my_segments() == before
+    assert before.new_segments() == []
     no_unretrieved_errors(caplog)
 
 
@@ -182,7 +175,7 @@ async def test_cancelling_a_run_kills_its_process_compute_at_once(aloop, tmp_pat
     ctx = straxio.Context(register=[toy.Peaks, Fragile],
                           config={**CONFIG, "fragile_plan": "hung:1:hang",
                                   "fragile_dir": str(tmp_path)})
-    before = my_segments()
+    before = Snapshot.take()
     async with ctx.processor("peak_basics", process_workers=2) as proc:
         task = asyncio.create_task(proc.run("hung"), name="straxio-test:hung")
         pid = int(await wait_for_file(tmp_path / "hung-1.started"))
@@ -194,7 +187,7 @@ async def test_cancelling_a_run_kills_its_process_compute_at_once(aloop, tmp_pat
             os.kill(pid, 0)
         assert proc.statistics().process_jobs_in_flight == 0
         toy.assert_same_arrays(await fetch(proc, "next"), REFERENCE["peak_basics"], "next")
-    assert my_segments() == before
+    assert before.new_segments() == []
 
 
 @pytest.mark.asyncio
@@ -202,7 +195,7 @@ async def test_closing_the_processor_kills_a_process_compute_at_once(aloop, tmp_
     ctx = straxio.Context(register=[toy.Peaks, Fragile],
                           config={**CONFIG, "fragile_plan": "hung:1:hang",
                                   "fragile_dir": str(tmp_path)})
-    before = my_segments()
+    before = Snapshot.take()
     proc = ctx.processor("peak_basics", process_workers=2)
     async with proc:
         task = asyncio.create_task(proc.run("hung"), name="straxio-test:hung")
@@ -213,7 +206,7 @@ async def test_closing_the_processor_kills_a_process_compute_at_once(aloop, tmp_
         await task
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert my_segments() == before
+    assert before.new_segments() == []
 
 
 @pytest.mark.asyncio

@@ -131,7 +131,7 @@ class CutPlugin(Plugin):
                     np.bool_))
         return np.dtype(out)
 
-    def cut_by(self, **kwargs: ty.Any) -> np.ndarray:
+    def cut_by(self, *args: ty.Any, **kwargs: ty.Any) -> np.ndarray:
         raise NotImplementedError(f"cut plugin {type(self).__name__} must define cut_by()")
 
     def compute(self, **kwargs: ty.Any) -> np.ndarray:

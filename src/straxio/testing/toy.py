@@ -1,5 +1,5 @@
-"""Toy plugins, data generators and assertion helpers for testing straxio
-pipelines (ours and users').
+"""The toy chain: plugins of every kind the engine knows, the data they make,
+and their results computed without the engine.
 
 The toy chain covers every kind of plugin the engine knows::
 
@@ -22,20 +22,25 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import typing as ty
 import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 import numpy as np
 
-from .batch import Contained
-from .chunk import Chunk
-from .dtypes import field_names, time_fields
-from .options import Option
-from .plugin import Plugin
-from .special import CutPlugin, LoopPlugin, MergeOnlyPlugin, OverlapWindowPlugin
+from ..batch import Batch, Contained
+from ..chunk import Chunk
+from ..dtypes import field_names, time_fields
+from ..options import Option
+from ..plugin import Plugin
+from ..special import CutPlugin, LoopPlugin, MergeOnlyPlugin, OverlapWindowPlugin
 
 __all__ = [
+    "BASICS_DTYPE",
     "EVENT_DTYPE",
     "PEAK_DTYPE",
+    "RUN_LENGTH",
+    "TOY_RELEASE",
     "ContainedPeaks",
     "EventInfo",
     "Events",
@@ -49,9 +54,9 @@ __all__ = [
     "TimeToNextPeak",
     "ToyFailure",
     "Unpicklable",
-    "assert_same_arrays",
     "make_events",
     "make_peaks",
+    "peak_basics",
     "random_chunk_edges",
     "reference",
     "toy_plugins",
@@ -70,7 +75,7 @@ class ToyFailure(ValueError):
 class Unpicklable(Exception):
     """An exception that cannot cross a process boundary (holds a lock)."""
 
-    def __init__(self, message):
+    def __init__(self, message: str):
         super().__init__(message)
         self.lock = threading.Lock()
 
@@ -126,7 +131,8 @@ def random_chunk_edges(data: np.ndarray, seed: int, run_length: int = RUN_LENGTH
     return sorted(edges + [int(e) for e in extra])
 
 
-def _chunks_of(data, edges):
+def _chunks_of(data: np.ndarray, edges: list[int]
+               ) -> Iterator[tuple[int, int, np.ndarray]]:
     i = 0
     for start, end in itertools.pairwise(edges):
         j = int(np.searchsorted(data["time"], end, side="left"))
@@ -147,7 +153,7 @@ class _Failing:
     toy_fail_with = Option(default="ToyFailure", type=str, track=False,
                            help="exception class raised at toy_fail_at: ToyFailure or Unpicklable")
 
-    def maybe_fail(self, chunk_i: int):
+    def maybe_fail(self, chunk_i: int) -> None:
         where, _, run = self.toy_fail_at.partition("@")
         if where == f"{type(self).__name__}:{chunk_i}" and run in ("", self.run_id):
             exc = Unpicklable if self.toy_fail_with == "Unpicklable" else ToyFailure
@@ -163,10 +169,10 @@ class _ToySource(_Failing, Plugin):
     def make(self) -> np.ndarray:
         raise NotImplementedError
 
-    def run_range(self, run_id):
+    def run_range(self, run_id: str) -> tuple[int, int]:
         return (0, RUN_LENGTH)
 
-    async def source(self, run_id):
+    async def source(self, run_id: str) -> AsyncGenerator[Chunk, None]:
         data = self.make()
         seed = self.toy_chunking * 1000 + zlib.crc32(type(self).__name__.encode()) % 1000
         edges = random_chunk_edges(data, seed) if self.toy_chunking else [0, RUN_LENGTH]
@@ -181,20 +187,20 @@ class _ToySource(_Failing, Plugin):
 class _Release:
     """An asyncio.Event created lazily on the loop that waits on it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.event: asyncio.Event | None = None
 
-    async def wait(self):
+    async def wait(self) -> None:
         if self.event is None:
             self.event = asyncio.Event()
         await self.event.wait()
 
-    def set(self):
+    def set(self) -> None:
         if self.event is None:
             self.event = asyncio.Event()
         self.event.set()
 
-    def reset(self):
+    def reset(self) -> None:
         self.event = None
 
 
@@ -211,7 +217,7 @@ class Peaks(_ToySource):
     n_peaks = Option(default=300, type=int, help="number of toy peaks")
     peaks_seed = Option(default=0, type=int, help="seed of the toy peaks")
 
-    def make(self):
+    def make(self) -> np.ndarray:
         return make_peaks(self.n_peaks, self.peaks_seed)
 
 
@@ -225,7 +231,7 @@ class Events(_ToySource):
     n_events = Option(default=40, type=int, help="number of toy events")
     events_seed = Option(default=1, type=int, help="seed of the toy events")
 
-    def make(self):
+    def make(self) -> np.ndarray:
         return make_events(self.n_events, self.events_seed)
 
 
@@ -233,7 +239,7 @@ BASICS_DTYPE = np.dtype([*time_fields(), (("peak width in ns", "width"), np.int6
                          (("twice the area", "area_x2"), np.float64)])
 
 
-def _rows_like(rows: np.ndarray, dtype) -> np.ndarray:
+def _rows_like(rows: np.ndarray, dtype: np.dtype[ty.Any]) -> np.ndarray:
     """Zeroed output rows of ``dtype`` with the time fields of ``rows``."""
     out = np.zeros(len(rows), dtype=dtype)
     out["time"] = rows["time"]
@@ -241,7 +247,7 @@ def _rows_like(rows: np.ndarray, dtype) -> np.ndarray:
     return out
 
 
-def peak_basics(peaks, dtype):
+def peak_basics(peaks: np.ndarray, dtype: np.dtype[ty.Any]) -> np.ndarray:
     out = _rows_like(peaks, dtype)
     out["width"] = peaks["endtime"] - peaks["time"]
     out["area_x2"] = peaks["area"] * 2
@@ -256,7 +262,7 @@ class PeakBasics(_Failing, Plugin):
     provides = "peak_basics"
     dtype = BASICS_DTYPE
 
-    def compute(self, peaks, chunk_i):
+    def compute(self, peaks: np.ndarray, chunk_i: int) -> np.ndarray:
         self.maybe_fail(chunk_i)
         return peak_basics(peaks, self.dtype)
 
@@ -273,7 +279,7 @@ EXTRA_DTYPE = np.dtype([("time", np.int64), ("endtime", np.int64),
                         (("log(1 + |area|)", "log_area"), np.float64)])
 
 
-def peak_extra(peaks, dtype):
+def peak_extra(peaks: np.ndarray, dtype: np.dtype[ty.Any]) -> np.ndarray:
     out = _rows_like(peaks, dtype)
     out["log_area"] = np.log1p(np.abs(peaks["area"]))
     return out
@@ -287,7 +293,7 @@ class PeakExtra(_Failing, Plugin):
     provides = "peak_extra"
     dtype = EXTRA_DTYPE
 
-    def compute(self, peaks, chunk_i):
+    def compute(self, peaks: np.ndarray, chunk_i: int) -> np.ndarray:
         self.maybe_fail(chunk_i)
         return peak_extra(peaks, self.dtype)
 
@@ -309,15 +315,16 @@ class LargeAreaCut(CutPlugin):
     cut_description = "area_x2 above large_area"
     large_area = Option(default=150.0, type=float, help="threshold on area_x2")
 
-    def cut_by(self, peaks):
-        return peaks["area_x2"] > self.large_area
+    def cut_by(self, peaks: np.ndarray) -> np.ndarray:
+        cut: np.ndarray = peaks["area_x2"] > self.large_area
+        return cut
 
 
 PROXIMITY_DTYPE = np.dtype([*time_fields(),
                             (("other peaks within the window", "n_nearby"), np.int32)])
 
 
-def peak_proximity(peaks, window, dtype):
+def peak_proximity(peaks: np.ndarray, window: int, dtype: np.dtype[ty.Any]) -> np.ndarray:
     t = peaks["time"]
     lo = np.searchsorted(t, t - window, side="left")
     hi = np.searchsorted(t, t + window, side="right")
@@ -335,12 +342,12 @@ class PeakProximity(_Failing, OverlapWindowPlugin):
     dtype = PROXIMITY_DTYPE
     proximity_window = Option(default=20_000, type=int, help="half-width of the window in ns")
 
-    def get_window_size(self):
+    def get_window_size(self) -> int:
         # Rows reach up to 1500 ns past their start; the window must cover the
         # whole influence of a row: its start plus the proximity window.
-        return self.proximity_window + 1500
+        return int(self.proximity_window) + 1500
 
-    def compute(self, peaks, chunk_i):
+    def compute(self, peaks: np.ndarray, chunk_i: int) -> np.ndarray:
         self.maybe_fail(chunk_i)
         return peak_proximity(peaks, self.proximity_window, self.dtype)
 
@@ -349,7 +356,8 @@ NEXT_DTYPE = np.dtype([*time_fields(),
                        (("ns to the next peak's start, -1 for the last", "dt_next"), np.int64)])
 
 
-def _dt_next(times: np.ndarray, next_first: int | None, dtype, ends) -> np.ndarray:
+def _dt_next(times: np.ndarray, next_first: int | None, dtype: np.dtype[ty.Any],
+             ends: np.ndarray) -> np.ndarray:
     out = np.zeros(len(times), dtype=dtype)
     out["time"] = times
     out["endtime"] = ends
@@ -373,7 +381,7 @@ class TimeToNextPeak(Plugin):
     provides = "time_to_next_peak"
     dtype = NEXT_DTYPE
 
-    async def iter(self, batches):
+    async def iter(self, batches: AsyncIterator[Batch]) -> AsyncGenerator[Chunk, None]:
         held: Chunk | None = None  # input peaks whose next peak is not known yet
         async for batch in batches:
             peaks = batch.chunks["peaks"]
@@ -400,7 +408,8 @@ INFO_DTYPE = np.dtype([*time_fields(),
                        (("largest peak area, 0 without peaks", "max_area"), np.float64)])
 
 
-def event_info(n_events: int, area: np.ndarray, base_index: np.ndarray, dtype) -> np.ndarray:
+def event_info(n_events: int, area: np.ndarray, base_index: np.ndarray,
+               dtype: np.dtype[ty.Any]) -> np.ndarray:
     out = np.zeros(n_events, dtype=dtype)
     out["n_peaks"] = np.bincount(base_index, minlength=n_events)
     out["area_sum"] = np.bincount(base_index, weights=area, minlength=n_events)
@@ -416,7 +425,7 @@ class EventInfo(_Failing, LoopPlugin):
     provides = "event_info"
     dtype = INFO_DTYPE
 
-    def compute(self, events, peaks: Contained, chunk_i):
+    def compute(self, events: np.ndarray, peaks: Contained, chunk_i: int) -> np.ndarray:
         self.maybe_fail(chunk_i)
         return event_info(len(events), peaks.rows["area"], peaks.base_index, self.dtype)
 
@@ -425,7 +434,8 @@ CONTAINED_DTYPE = np.dtype([*time_fields(), (("peak area in PE", "area"), np.flo
                             (("start of the containing event", "event_time"), np.int64)])
 
 
-def contained_peaks(events, rows, base_index, dtype):
+def contained_peaks(events: np.ndarray, rows: np.ndarray, base_index: np.ndarray,
+                    dtype: np.dtype[ty.Any]) -> np.ndarray:
     out = _rows_like(rows, dtype)
     out["area"] = rows["area"]
     out["event_time"] = events["time"][base_index]
@@ -442,7 +452,7 @@ class ContainedPeaks(_Failing, Plugin):
     containment = True
     dtype = CONTAINED_DTYPE
 
-    def compute(self, events, peaks: Contained, chunk_i):
+    def compute(self, events: np.ndarray, peaks: Contained, chunk_i: int) -> np.ndarray:
         self.maybe_fail(chunk_i)
         return contained_peaks(events, peaks.rows, peaks.base_index, self.dtype)
 
@@ -460,7 +470,7 @@ def toy_plugins(*, parallel: bool = False) -> list[type[Plugin]]:
 # --------------------------------------------------------------------------- reference
 
 
-def reference(config: dict | None = None) -> dict[str, np.ndarray]:
+def reference(config: dict[str, ty.Any] | None = None) -> dict[str, np.ndarray]:
     """Every toy data type computed with plain numpy on the whole run."""
     config = config or {}
     peaks = make_peaks(config.get("n_peaks", 300), config.get("peaks_seed", 0))
@@ -471,7 +481,7 @@ def reference(config: dict | None = None) -> dict[str, np.ndarray]:
         [(n, d) for n, d in [("time", np.int64), ("endtime", np.int64), ("width", np.int64),
                              ("area_x2", np.float64), ("log_area", np.float64)]]))
     for name in field_names(summary.dtype):
-        summary[name] = basics[name] if name in basics.dtype.names else extra[name]
+        summary[name] = basics[name] if name in field_names(basics.dtype) else extra[name]
     # Brute force containment: the first event holding each peak.
     # Zero-length peaks count as [time, time + 1): one at an event's end
     # belongs to what starts there (the engine's containment rule).
@@ -500,18 +510,3 @@ def reference(config: dict | None = None) -> dict[str, np.ndarray]:
         "event_info": info,
         "contained_peaks": contained_peaks(events, peaks[keep], idx[keep], CONTAINED_DTYPE),
     }
-
-
-def assert_same_arrays(got: np.ndarray, want: np.ndarray, what: str = "") -> None:
-    """Assert equal length and equal values in every field of ``want``
-    (titles ignored), naming the first differing row."""
-    label = f"{what}: " if what else ""
-    assert len(got) == len(want), f"{label}{len(got)} rows, expected {len(want)}"
-    names: tuple[str | None, ...] = field_names(want.dtype) or (None,)
-    for name in names:
-        g = got[name] if name else got
-        w = want[name] if name else want
-        if not np.array_equal(g, w):
-            bad = int(np.flatnonzero(g != w)[0])
-            raise AssertionError(f"{label}field {name!r} differs first at row {bad}: "
-                                 f"{g[bad]!r} != {w[bad]!r}")
