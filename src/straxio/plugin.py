@@ -5,23 +5,20 @@ A plugin class declares ``provides``, ``depends_on``, ``data_kind``, ``dtype``
 Its ``compute`` is a plain function that the engine sends to an executor; it
 receives one read-only array per input *kind* for one common ``[start, end)``.
 
-Inside the engine every plugin runs as the async generator :meth:`Plugin.iter`
-over its synchronized inputs (:class:`Batch`), yielding output. The default
-``iter`` computes each batch once; subclasses override it to keep state between
-chunks or to choose their own output chunking. Sources (no ``depends_on``)
-implement ``async def source(self, run_id)`` and yield chunks.
+The engine runs a plugin in one of three ways, decided when it is planned
+(:func:`straxio.plan.node_mode`): a source (no ``depends_on``) implements
+``async def source(self, run_id)`` and yields chunks; a plugin with the
+default :meth:`Plugin.iter` is computed batch by batch by the engine (its
+``compute`` once per synchronized :class:`~straxio.batch.Batch`, several in
+flight when ``parallel``, maybe fused with its neighbours); a plugin that
+overrides ``iter`` (to keep state between chunks or to choose its own output
+chunking) runs it as an async generator over its batches, calling
+:meth:`Plugin.compute_batch` and :meth:`Plugin.offload`.
 
-Special kinds, all vectorised (no per-row Python loop in the engine):
-
-- :class:`OverlapWindowPlugin`: output near a chunk end depends on data up to
-  ``get_window_size()`` ns later; the engine recomputes a margin so output does
-  not depend on chunking.
-- containment (``containment = True``): every non-base kind arrives as a
-  :class:`Contained` holding only rows fully inside some base row, plus the
-  index of that base row.
-- :class:`LoopPlugin`: containment with one output row per base row.
-- :class:`CutPlugin`: a boolean column, one row per input row.
-- :class:`MergeOnlyPlugin`: the columns of several same-kind types in one type.
+With ``containment = True``, every non-base kind arrives as a
+:class:`~straxio.batch.Contained` holding only rows fully inside some base
+row, plus the index of that base row. The special kinds (overlap window,
+loop, cut, merge-only) are in :mod:`straxio.special`.
 """
 
 from __future__ import annotations
