@@ -262,3 +262,43 @@ def test_empty_run_gives_empty_array_of_the_right_dtype():
 def test_targets_of_different_kinds_cannot_come_back_merged():
     with pytest.raises(straxio.PlanError, match="different kinds"):
         toy_context().get_array("r", ["peak_basics", "event_info"])
+
+
+@pytest.mark.asyncio
+async def test_iter_streams_chunks_on_the_callers_loop_and_leaving_stops_the_run(aloop):
+    ctx = straxio.Context(register=toy.toy_plugins(), config={"toy_chunking": 4})
+    async with ctx.iter("r1", "peak_basics") as chunks:
+        got = [c.data async for c in chunks]
+    toy.assert_same_arrays(np.concatenate(got), toy.reference()["peak_basics"])
+    async with ctx.iter("r2", "peak_basics", time_range=(0, 300_000)) as chunks:
+        first = await anext(chunks)  # then leave with the rest unread
+    assert first.end <= toy.RUN_LENGTH
+    assert not toy.straxio_tasks()
+
+
+@pytest.mark.asyncio
+async def test_iter_async_still_works_and_says_what_replaces_it(aloop):
+    ctx = straxio.Context(register=toy.toy_plugins())
+    with pytest.warns(DeprecationWarning, match=r"async with ctx\.iter\(run_id"):
+        got = [c.data async for c in ctx.iter_async("r1", "peak_basics")]
+    toy.assert_same_arrays(np.concatenate(got), toy.reference()["peak_basics"])
+
+
+@pytest.mark.asyncio
+async def test_a_processor_made_from_a_context_alone_still_uses_its_stores(aloop, tmp_path):
+    ctx = straxio.Context(storage=str(tmp_path), register=toy.toy_plugins())
+    with pytest.warns(DeprecationWarning, match=r"use ctx\.processor\(targets\)"):
+        proc = straxio.Processor(ctx, "peak_basics")
+    async with proc:
+        await proc.run("r1")
+    assert ctx.is_stored("r1", "peak_basics")
+
+
+def test_storage_key_is_the_one_key_type_under_its_old_name():
+    with pytest.warns(DeprecationWarning, match="straxio.DataKey"):
+        from straxio.storage import StorageKey
+    assert StorageKey is straxio.DataKey
+    key = straxio.Context(register=toy.toy_plugins()).key_for("r1", "peaks")
+    same = straxio.DataKey("r1", "peaks", key.lineage_hash)
+    assert key == same and hash(key) == hash(same) and key.lineage is not None
+    assert str(key) == key.name == f"r1-peaks-{key.lineage_hash}"
