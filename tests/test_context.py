@@ -1,13 +1,10 @@
-"""Context: registry, config, planning errors, lineage, introspection and the
-blocking helpers."""
+"""Context: registry, introspection, getting data (blocking, async and
+streamed) and the deprecated spellings. Planning and config errors are in
+test_plan.py, keys and lineage hashes in test_lineage.py."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -20,100 +17,7 @@ def toy_context(**config):
     return straxio.Context(register=toy.toy_plugins(), config=config)
 
 
-# ----------------------------------------------------------------- config
-
-
-def test_wrong_option_type_names_option_and_plugin():
-    ctx = toy_context(proximity_window="20us")
-    with pytest.raises(straxio.ConfigError, match="'proximity_window' of plugin PeakProximity "
-                                                  "takes int, got '20us'"):
-        ctx.plan("peak_proximity")
-
-
-def test_bool_is_not_an_int_but_int_is_a_float():
-    with pytest.raises(straxio.ConfigError, match="takes int"):
-        toy_context(n_peaks=True).plan("peaks")
-    toy_context(large_area=100).plan("cut_large_area")
-
-
-def test_an_int_for_a_float_option_names_the_same_data_as_the_float():
-    # `straxio run -c large_area=100` after data was made with 100.0 loads it,
-    # instead of computing and storing a second copy under another key.
-    as_int = toy_context(large_area=100).key_for("r", "cut_large_area")
-    assert as_int == toy_context(large_area=100.0).key_for("r", "cut_large_area")
-    assert as_int.lineage["cut_large_area"][2] == {"large_area": 100.0}
-    assert toy_context(n_peaks=300).key_for("r", "peaks").lineage["peaks"][2]["n_peaks"] == 300
-
-
-def test_unknown_config_key_suggests_closest_name():
-    ctx = toy_context(proximity_windw=10)
-    with pytest.raises(straxio.ConfigError, match="did you mean 'proximity_window'"):
-        ctx.plan("peaks")
-
-
-def test_required_option_must_be_set():
-    class NeedsGain(straxio.Plugin):
-        depends_on = "peaks"
-        provides = "gained"
-        dtype = toy.EVENT_DTYPE
-        gain = straxio.Option(type=float, help="PMT gain")
-
-        def compute(self, peaks):
-            return np.zeros(0, self.dtype)
-
-    ctx = straxio.Context(register=[toy.Peaks, NeedsGain])
-    with pytest.raises(straxio.ConfigError, match="needs option 'gain' \\(PMT gain\\)"):
-        ctx.plan("gained")
-    ctx.set_config({"gain": 2.0})
-    ctx.plan("gained")
-
-
-# ----------------------------------------------------------------- planning
-
-
-def test_unknown_target_is_a_plan_error_with_suggestion():
-    with pytest.raises(straxio.PlanError, match="did you mean 'peak_basics'"):
-        toy_context().plan("peak_basic")
-
-
-def test_missing_dependency_names_who_needs_it():
-    ctx = straxio.Context(register=[toy.PeakBasics])
-    with pytest.raises(straxio.PlanError, match="'peaks' \\(needed by PeakBasics\\)"):
-        ctx.plan("peak_basics")
-
-
-def test_cycle_is_a_plan_error():
-    class A(straxio.Plugin):
-        depends_on = "b"
-        provides = "a"
-        dtype = toy.EVENT_DTYPE
-        compute = staticmethod(lambda b: b)
-
-    class B(straxio.Plugin):
-        depends_on = "a"
-        provides = "b"
-        dtype = toy.EVENT_DTYPE
-        compute = staticmethod(lambda a: a)
-
-    with pytest.raises(straxio.PlanError, match="cycle: A -> B -> A"):
-        straxio.Context(register=[A, B]).plan("a")
-
-
-def test_two_providers_of_one_type_is_a_plan_error_unless_replaced():
-    class OtherBasics(toy.PeakBasics):
-        pass
-
-    ctx = toy_context()
-    ctx.register(OtherBasics)
-    with pytest.raises(straxio.PlanError, match="provided by several plugins"):
-        ctx.plan("peak_basics")
-    ctx.register(OtherBasics, replace=True)
-    assert ctx.plan("peak_basics").producer["peak_basics"] == "OtherBasics"
-
-
-def test_processor_plans_before_anything_runs():
-    with pytest.raises(straxio.PlanError):
-        toy_context().processor("nothing_provides_this")
+# ----------------------------------------------------------------- registration
 
 
 def test_bad_declarations_are_caught_at_registration():
@@ -123,65 +27,6 @@ def test_bad_declarations_are_caught_at_registration():
 
     with pytest.raises(straxio.PluginError, match="defines no `async def source"):
         straxio.Context(register=[NoSource])
-
-
-# ----------------------------------------------------------------- lineage
-
-
-GOLDEN = {
-    # Frozen: a change here orphans every stored key. Computed once, by hand
-    # checkable: peaks is sha1 of {"peaks":["Peaks","0.1.0",{"n_peaks":300,"peaks_seed":0}]},
-    # base32, lower case, first 10 characters.
-    "peaks": "36dlkyh7r6",
-    "peak_basics": "vun3a4padb",
-    "event_info": "puq6pfykhg",
-}
-
-
-def test_hash_algorithm_is_sha1_base32_of_canonical_json():
-    import base64
-    import hashlib
-
-    thing = {"b": [1, 2], "a": {"z": 1.5, "y": "s"}}
-    text = '{"a":{"y":"s","z":1.5},"b":[1,2]}'
-    want = base64.b32encode(hashlib.sha1(text.encode()).digest())[:10].decode().lower()
-    assert straxio.deterministic_hash(thing) == want
-
-
-@pytest.mark.slow  # a subprocess
-def test_lineage_hashes_are_golden_under_another_hash_seed():
-    code = textwrap.dedent("""
-        import straxio
-        from straxio import testing as toy
-        ctx = straxio.Context(register=toy.toy_plugins())
-        for t in ("peaks", "peak_basics", "event_info"):
-            print(t, ctx.key_for("r", t).lineage_hash)
-    """)
-    for seed in ("0", "12345"):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONHASHSEED": seed}, check=True, timeout=60)
-        got = dict(line.split() for line in out.stdout.splitlines())
-        assert got == GOLDEN, (seed, got)
-
-
-def test_tracked_options_change_the_key_untracked_do_not():
-    base = toy_context().key_for("r", "peak_basics")
-    assert toy_context(toy_chunking=7).key_for("r", "peak_basics") == base
-    changed = toy_context(peaks_seed=3).key_for("r", "peak_basics")
-    assert changed.lineage_hash != base.lineage_hash
-    assert changed.lineage["peaks"] == ["Peaks", "0.1.0", {"n_peaks": 300, "peaks_seed": 3}]
-    # Options of plugins that are not upstream do not matter.
-    assert toy_context(large_area=1.0).key_for("r", "peak_basics") == base
-
-
-def test_version_bump_upstream_changes_the_key():
-    class NewPeaks(toy.Peaks):
-        __version__ = "0.2.0"
-
-    ctx = toy_context()
-    before = ctx.key_for("r", "peak_basics").lineage_hash
-    ctx.register(NewPeaks, replace=True)
-    assert ctx.key_for("r", "peak_basics").lineage_hash != before
 
 
 # ----------------------------------------------------------------- introspection

@@ -1,5 +1,6 @@
-"""The plan decides before anything runs: how each plugin runs (its mode),
-which run fused, and for one run what is loaded, computed and saved."""
+"""The plan decides before anything runs: bad config and impossible graphs are
+refused with a clear error, each plugin gets its mode, the stateless ones
+their stages, and each run what it loads, computes and saves."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import straxio
 from straxio import testing as toy
 from straxio.plan import NodeMode, form_stages, plan_run
 from straxio.storage import MemoryStore
+
+
+def config_context(**config) -> straxio.Context:
+    return straxio.Context(register=toy.toy_plugins(), config=config)
 
 
 def toy_context(*, parallel: bool = False, stores=None) -> straxio.Context:
@@ -111,3 +116,99 @@ def test_the_stored_dtype_must_be_the_declared_one_under_the_same_lineage():
                               config={"toy_chunking": 2})
     with pytest.raises(straxio.PluginError, match=r"bump PeakBasics\.__version__"):
         plan_run(changed.plan("peak_basics"), "r1", stores=changed.stores)
+
+
+# ----------------------------------------------------------------- config
+
+
+def test_wrong_option_type_names_option_and_plugin():
+    ctx = config_context(proximity_window="20us")
+    with pytest.raises(straxio.ConfigError, match="'proximity_window' of plugin PeakProximity "
+                                                  "takes int, got '20us'"):
+        ctx.plan("peak_proximity")
+
+
+def test_bool_is_not_an_int_but_int_is_a_float():
+    with pytest.raises(straxio.ConfigError, match="takes int"):
+        config_context(n_peaks=True).plan("peaks")
+    config_context(large_area=100).plan("cut_large_area")
+
+
+def test_an_int_for_a_float_option_names_the_same_data_as_the_float():
+    # `straxio run -c large_area=100` after data was made with 100.0 loads it,
+    # instead of computing and storing a second copy under another key.
+    as_int = config_context(large_area=100).key_for("r", "cut_large_area")
+    assert as_int == config_context(large_area=100.0).key_for("r", "cut_large_area")
+    assert as_int.lineage["cut_large_area"][2] == {"large_area": 100.0}
+    assert config_context(n_peaks=300).key_for("r", "peaks").lineage["peaks"][2]["n_peaks"] == 300
+
+
+def test_unknown_config_key_suggests_closest_name():
+    ctx = config_context(proximity_windw=10)
+    with pytest.raises(straxio.ConfigError, match="did you mean 'proximity_window'"):
+        ctx.plan("peaks")
+
+
+def test_required_option_must_be_set():
+    class NeedsGain(straxio.Plugin):
+        depends_on = "peaks"
+        provides = "gained"
+        dtype = toy.EVENT_DTYPE
+        gain = straxio.Option(type=float, help="PMT gain")
+
+        def compute(self, peaks):
+            return np.zeros(0, self.dtype)
+
+    ctx = straxio.Context(register=[toy.Peaks, NeedsGain])
+    with pytest.raises(straxio.ConfigError, match="needs option 'gain' \\(PMT gain\\)"):
+        ctx.plan("gained")
+    ctx.set_config({"gain": 2.0})
+    ctx.plan("gained")
+
+
+# ----------------------------------------------------------------- planning
+
+
+def test_unknown_target_is_a_plan_error_with_suggestion():
+    with pytest.raises(straxio.PlanError, match="did you mean 'peak_basics'"):
+        config_context().plan("peak_basic")
+
+
+def test_missing_dependency_names_who_needs_it():
+    ctx = straxio.Context(register=[toy.PeakBasics])
+    with pytest.raises(straxio.PlanError, match="'peaks' \\(needed by PeakBasics\\)"):
+        ctx.plan("peak_basics")
+
+
+def test_cycle_is_a_plan_error():
+    class A(straxio.Plugin):
+        depends_on = "b"
+        provides = "a"
+        dtype = toy.EVENT_DTYPE
+        compute = staticmethod(lambda b: b)
+
+    class B(straxio.Plugin):
+        depends_on = "a"
+        provides = "b"
+        dtype = toy.EVENT_DTYPE
+        compute = staticmethod(lambda a: a)
+
+    with pytest.raises(straxio.PlanError, match="cycle: A -> B -> A"):
+        straxio.Context(register=[A, B]).plan("a")
+
+
+def test_two_providers_of_one_type_is_a_plan_error_unless_replaced():
+    class OtherBasics(toy.PeakBasics):
+        pass
+
+    ctx = config_context()
+    ctx.register(OtherBasics)
+    with pytest.raises(straxio.PlanError, match="provided by several plugins"):
+        ctx.plan("peak_basics")
+    ctx.register(OtherBasics, replace=True)
+    assert ctx.plan("peak_basics").producer["peak_basics"] == "OtherBasics"
+
+
+def test_processor_plans_before_anything_runs():
+    with pytest.raises(straxio.PlanError):
+        config_context().processor("nothing_provides_this")

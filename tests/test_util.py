@@ -1,6 +1,5 @@
 """The helpers for moves straxio makes in several places: one name or many
-as a tuple, awaiting work to its end whatever happens to the caller, and one
-exception for what a task group raised."""
+as a tuple, and awaiting work to its end whatever happens to the caller."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import asyncio
 import pytest
 
 from straxio._util import as_names, await_to_end
-from straxio.exceptions import single_exception
 
 
 def test_one_name_or_several_become_a_tuple_in_order_without_repeats():
@@ -65,16 +63,3 @@ async def test_await_to_end_with_cancel_cancels_the_work_and_waits_for_it(aloop)
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cleaned == [True]
-
-
-def test_one_exception_for_a_group_the_first_failure_with_the_others_noted():
-    first, second = ValueError("first"), KeyError("second")
-    group = BaseExceptionGroup("run", [first, BaseExceptionGroup("inner", [second, first]),
-                                      asyncio.CancelledError()])
-    got = single_exception(group)
-    assert got is first
-    assert got.__notes__ == ["straxio: at the same time: KeyError: 'second'"]
-    plain = OSError("disk")
-    assert single_exception(plain) is plain
-    cancelled = asyncio.CancelledError()
-    assert single_exception(BaseExceptionGroup("run", [cancelled])) is cancelled

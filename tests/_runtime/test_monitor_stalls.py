@@ -3,7 +3,7 @@
 A compute blocked in a thread, a source awaiting outside IO and a caller not
 reading are slow, not stalled: each is held for ten seconds and the run must
 then finish normally. (The broken-diamond case that must stall is in
-test_diamond.py.)
+test_monitor_diamond.py.)
 """
 
 from __future__ import annotations

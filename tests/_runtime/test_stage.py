@@ -15,7 +15,7 @@ from straxio import Plugin
 from straxio import testing as toy
 from straxio.plan import NodeMode, node_mode
 
-from .conftest import new_straxio_threads
+from ..conftest import new_straxio_threads
 
 REFERENCE = toy.reference()
 CHAIN = ("PeakBasics", "PeakExtra", "PeakSummary")
