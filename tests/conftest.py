@@ -1,5 +1,15 @@
 """Every async test runs on the default asyncio loop and on uvloop.
 
+The tests mirror the package: ``tests/test_<module>.py`` tests
+``straxio/<module>.py``, ``tests/_runtime/``, ``tests/storage/``,
+``tests/cli/`` and ``tests/tpc/`` its subpackages. The laws that hold for
+the whole engine have files of their own: the same output whatever the
+chunking (``test_chunking_law.py``), user paths in fresh processes
+(``test_fresh_process.py``), strax's semantics next to strax itself
+(``test_strax_semantics.py``), stopping and interrupts
+(``test_interrupts.py``), the layers (``test_layers.py``), and the docs'
+examples (``test_docs.py``).
+
 Async tests take the ``aloop`` fixture: it asserts which loop the test runs
 on, and after the test that no straxio task is left on it.
 
