@@ -95,3 +95,12 @@ def test_later_specs_replace_the_types_of_earlier_ones(isolated):
                                  {"toy_fail_at": ""}, storage=None)
     assert [p.__name__ for p in ctx.providers()["peak_basics"]] == ["DoubledBasics"]
     assert defaults == ("peak_basics",)
+
+
+def test_spec_arguments_take_json_lists_and_dicts_as_config_values_do(isolated):
+    """Commas and colons inside a JSON value do not split the arguments."""
+    (isolated / "factory.py").write_text(FACTORY_FILE)
+    found = load_plugins(f'{isolated / "factory.py"}:only=["Peaks","PeakBasics"],parallel=true')
+    assert [p.__name__ for p in found.plugins] == ["Peaks", "PeakBasics"]
+    found = load_plugins(f'{isolated / "factory.py"}:only={{"Peaks": 1, "Events": 2}}')
+    assert [p.__name__ for p in found.plugins] == ["Peaks", "Events"]

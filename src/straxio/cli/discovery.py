@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import types
 import typing as ty
@@ -77,11 +78,19 @@ def parse_assignments(items: Iterable[str], what: str) -> dict[str, ty.Any]:
     return out
 
 
+#: A spec with arguments: the arguments start at the first colon followed by
+#: ``KEY=`` (a colon inside a JSON value, ``only={"a": 1}``, is not one).
+_SPEC_WITH_ARGUMENTS = re.compile(r"(?P<where>.+?):(?P<args>[^:/\\]*=.*)", re.S)
+#: A comma that starts the next ``KEY=`` (keys are Python names); one inside a
+#: JSON value (``only=["a","b"]``) does not.
+_NEXT_ARGUMENT = re.compile(r",(?=\s*[A-Za-z_]\w*\s*=)")
+
+
 def _split_spec(spec: str) -> tuple[str, dict[str, ty.Any]]:
-    where, sep, args = spec.rpartition(":")
-    if sep and "=" in args:
-        return where, parse_assignments(args.split(","), "--plugins")
-    return spec, {}
+    m = _SPEC_WITH_ARGUMENTS.fullmatch(spec)
+    if m is None:
+        return spec, {}
+    return m["where"], parse_assignments(_NEXT_ARGUMENT.split(m["args"]), "--plugins")
 
 
 def _import_file(path: str) -> types.ModuleType:
