@@ -141,9 +141,12 @@ def cli() -> None:
     """
 
 
+# Commands are plain click commands that know nothing of the group (their
+# modules import nothing from here), added in the order of the docs.
 for _command in (run_command, demo_command, graph_command, ls_command, gc_command, rm_command,
                  info_command):
     cli.add_command(_command)
+del _command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
