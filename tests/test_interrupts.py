@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from .test_cli import assert_nothing_left, statuses
+from .cli.helpers import assert_nothing_left, statuses
 
 # CLI subprocesses and interrupts: seconds each (not in the quick subset).
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]

@@ -11,6 +11,7 @@ its executor.
 from .base import ChunkInfo, DataKey, EncodedChunk, Store, StoredData, StoredEntry, Writer
 from .chain import StoreChain
 from .codec import decode_chunk, dtype_from_json, dtype_to_json, encode_chunk
+from .listing import ListedEntry, list_store
 from .local import DirectoryStore, DirectoryWriter
 from .memory import MemoryStore, MemoryWriter
 
@@ -20,6 +21,7 @@ __all__ = [
     "DirectoryStore",
     "DirectoryWriter",
     "EncodedChunk",
+    "ListedEntry",
     "MemoryStore",
     "MemoryWriter",
     "Store",
@@ -31,6 +33,7 @@ __all__ = [
     "dtype_from_json",
     "dtype_to_json",
     "encode_chunk",
+    "list_store",
 ]
 
 
