@@ -88,6 +88,11 @@ class _PrivateLoop:
     def start(self) -> None:
         self.thread.start()
 
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether :meth:`cancel` was called (the caller gave up)."""
+        return self._cancel_requested
+
     def cancel(self) -> None:
         """Cancel the private loop's main task (from any thread)."""
         self._cancel_requested = True
@@ -162,6 +167,19 @@ def blocking_iter(make: ty.Callable[[], ty.AsyncContextManager[ty.AsyncIterator[
     handoff: queue.Queue[tuple[str, ty.Any]] = queue.Queue(maxsize=1)
     state: dict[str, ty.Any] = {}
 
+    def last_word(message: tuple[str, ty.Any]) -> None:
+        # The reader may be gone (interrupted, or it closed the generator)
+        # with an item still in the queue: then nobody takes this word, and
+        # waiting for room would keep the thread, and the reader waiting for
+        # it, forever.
+        while True:
+            try:
+                handoff.put(message, timeout=_PrivateLoop.POLL_SECONDS)
+                return
+            except queue.Full:
+                if private.cancel_requested:
+                    return
+
     async def pump() -> None:
         go = asyncio.Event()
         state["loop"], state["go"] = asyncio.get_running_loop(), go
@@ -169,12 +187,12 @@ def blocking_iter(make: ty.Callable[[], ty.AsyncContextManager[ty.AsyncIterator[
             async with make() as items:
                 async for item in items:
                     go.clear()
-                    handoff.put(("item", item))
+                    handoff.put(("item", item))  # empty: the reader took the last one
                     await go.wait()  # the reader asks for the next item
         except BaseException as e:
-            handoff.put(("error", e))
+            last_word(("error", e))
             raise
-        handoff.put(("end", None))
+        last_word(("end", None))
 
     private = _PrivateLoop(pump, "straxio-iter")
     private.start()
