@@ -1,4 +1,4 @@
-"""Tests of straxio.chunk and straxio.dtypes.
+"""Tests of straxio.chunk, straxio.intervals and straxio.dtypes.
 
 Properties are checked with hypothesis against brute-force numpy/Python
 references that follow the definitions literally.
@@ -13,15 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from straxio.chunk import (
-    Chunk,
-    check_continuity,
-    endtime,
-    fully_contained_in,
-    sort_by_time,
-    split_by_containment,
-    touching_windows,
-)
+from straxio.chunk import Chunk, check_continuity, endtime
 from straxio.dtypes import (
     check_time_dtype,
     field_descriptions,
@@ -34,6 +26,12 @@ from straxio.dtypes import (
     with_descriptions,
 )
 from straxio.exceptions import CannotSplit, ChunkError
+from straxio.intervals import (
+    fully_contained_in,
+    sort_by_time,
+    split_by_containment,
+    touching_windows,
+)
 
 SETTINGS = settings(max_examples=100, deadline=None)
 
@@ -682,8 +680,6 @@ def test_helpers_need_sorted_input():
 
 
 def test_fully_contained_in_can_exclude_zero_length_things_at_the_end():
-    from straxio.chunk import fully_contained_in
-
     containers = np.zeros(2, dtype=interval_dtype)
     containers["time"], containers["endtime"] = [0, 100], [100, 200]
     things = np.zeros(2, dtype=interval_dtype)

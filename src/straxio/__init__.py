@@ -6,15 +6,7 @@ The public API is what this module lists in ``__all__``.
 
 from ._version import __version__
 from .batch import Batch, Contained
-from .chunk import (
-    Chunk,
-    check_continuity,
-    endtime,
-    fully_contained_in,
-    sort_by_time,
-    split_by_containment,
-    touching_windows,
-)
+from .chunk import Chunk, check_continuity, endtime
 from .context import Context, Selection
 from .dtypes import (
     field_descriptions,
@@ -41,6 +33,7 @@ from .exceptions import (
     StraxioError,
     WorkerDied,
 )
+from .intervals import fully_contained_in, sort_by_time, split_by_containment, touching_windows
 from .lineage import DataKey, deterministic_hash
 from .mailbox import Cursor, Mailbox, MailboxStatistics
 from .options import Option, SaveWhen
