@@ -302,11 +302,11 @@ class DirectoryStore(Store):
                 f"{folder.problem}; {self.recompute_hint(key, location)}", path=path)
         return stored_data_from_metadata(self, key, location, folder.meta, path=path)
 
-    def recompute_hint(self, key: DataKey, location: str) -> str:
-        """How to get rid of corrupted data of ``key``, for messages."""
-        return (f"delete {location} with `straxio rm -s {shlex.quote(self.root)} "
-                f"{shlex.quote(key.name)} --yes` (or DirectoryStore.remove(key)), or use "
-                "another store, and run again to recompute it")
+    def remove_hint(self, key: DataKey) -> str:
+        """How to remove the data of ``key``, for messages: the command line,
+        or the method."""
+        return (f"`straxio rm -s {shlex.quote(self.root)} {shlex.quote(key.name)} --yes` "
+                "(or DirectoryStore.remove(key))")
 
     async def read_chunk(self, stored: StoredData, info: ChunkInfo) -> bytes:
         """The bytes of one chunk file (read with aiofiles).

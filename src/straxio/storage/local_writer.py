@@ -19,7 +19,7 @@ from typing import Any
 
 from .._util import await_to_end
 from ..exceptions import StraxioError
-from .base import ChunkInfo, DataKey, EncodedChunk, RunSync, StoredData, Writer
+from .base import ChunkInfo, DataKey, EncodedChunk, RunSync, SequentialWriter, StoredData
 from .codec import error_json, now_text, stored_data_from_metadata
 from .local_layout import (
     FAILED_METADATA,
@@ -191,7 +191,7 @@ def _prepare(store: DirectoryStore, key: DataKey, header: bytes) -> tuple[str, _
     return temp, journal
 
 
-class DirectoryWriter(Writer):
+class DirectoryWriter(SequentialWriter):
     """Writes one key into a temporary folder of a :class:`DirectoryStore`.
 
     Made by :meth:`DirectoryStore.open_writer`; see the module docstring of
@@ -202,15 +202,13 @@ class DirectoryWriter(Writer):
 
     def __init__(self, store: DirectoryStore, key: DataKey, temp: str, journal: _Journal,
                  lock: _KeyLock, header: dict, run_sync: RunSync):
+        super().__init__(key)
         self.store = store
-        self.key = key
         self.temp = temp
         self._journal = journal
         self._lock = lock
         self._header = header
         self._run_sync = run_sync
-        self._chunks: list[ChunkInfo] = []
-        self._state = "open"  # -> "broken" (a write or close failed), "closed", "aborted"
         # Publishing and recording a failure run in executor threads; the
         # guard keeps a failure record from landing in a folder being
         # published when close() was cancelled while its thread ran on.
@@ -222,16 +220,12 @@ class DirectoryWriter(Writer):
         self._failure: Exception | None = None
 
     def __repr__(self) -> str:
-        return f"<DirectoryWriter {self.key} {self._state} {len(self._chunks)} chunks>"
+        return f"<DirectoryWriter {self.key} {self._state} {len(self.chunks)} chunks>"
 
     @property
     def final(self) -> str:
         """The folder the data is published to."""
         return self.store._path(self.key.name)
-
-    def _check_open(self, what: str) -> None:
-        if self._state != "open":
-            raise StraxioError(f"cannot {what} {self.key}: the writer is {self._state}")
 
     async def write(self, encoded: EncodedChunk) -> None:
         """Write one chunk file, fsync it, then journal its info (fsynced).
@@ -242,14 +236,8 @@ class DirectoryWriter(Writer):
             If the writer is not open, or the chunk is not the next one
             (index, or start not equal to the previous chunk's end).
         """
-        self._check_open("write to")
         info = encoded.info
-        if info.index != len(self._chunks):
-            raise StraxioError(f"{self.key}: expected chunk {len(self._chunks)}, "
-                               f"got chunk {info.index}")
-        if self._chunks and info.start != self._chunks[-1].end:
-            raise StraxioError(f"{self.key}: chunk {info.index} starts at {info.start}, the "
-                               f"previous one ends at {self._chunks[-1].end}")
+        self._check_next(info)
         self._state = "broken"  # until this write has fully succeeded
         path = os.path.join(self.temp, info.filename)
         line = json.dumps(info.to_json(), separators=(",", ":")) + "\n"
@@ -263,7 +251,7 @@ class DirectoryWriter(Writer):
         except Exception as e:
             self._failure = e
             raise
-        self._chunks.append(info)
+        self.chunks.append(info)
         self._state = "open"
 
     async def close(self, *, start: int, end: int) -> StoredData:
@@ -276,12 +264,8 @@ class DirectoryWriter(Writer):
             If the writer is not open, or the chunks do not cover exactly
             ``[start, end)``. The writer stays unpublished; abort it.
         """
-        self._check_open("close")
-        chunks = self._chunks
-        if start > end or (chunks and (chunks[0].start != start or chunks[-1].end != end)):
-            span = f"[{chunks[0].start}, {chunks[-1].end})" if chunks else "nothing"
-            raise StraxioError(f"{self.key}: cannot publish [{start}, {end}): the chunks "
-                               f"cover {span}")
+        self._check_publish(start, end)
+        chunks = self.chunks
         meta = dict(self._header, status="complete", start=start, end=end,
                     chunks=[c.to_json() for c in chunks])
         meta["writer"] = dict(self._header["writer"], finished=now_text())
@@ -343,7 +327,7 @@ class DirectoryWriter(Writer):
         caller has ``exc`` to raise) and the folder is listed as "stale".
         A cancel while recording is held back until the record is written.
         """
-        if self._state in ("closed", "aborted"):
+        if self._ended:
             return
         self._state = "aborted"
         self._abandoned = True
@@ -354,7 +338,7 @@ class DirectoryWriter(Writer):
                 # Finished even if the caller is cancelled (again) meanwhile:
                 # one small write, and without it the entry would show as stale.
                 await await_to_end(
-                    self._run_sync(self._record_failure, exc, list(self._chunks)))
+                    self._run_sync(self._record_failure, exc, list(self.chunks)))
         finally:
             # Short and synchronous, so it happens even if the await above is
             # cancelled: a lock leaked in a long-lived process blocks the key.
