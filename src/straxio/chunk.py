@@ -22,7 +22,7 @@ import functools
 import itertools
 import operator
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numba
@@ -30,7 +30,7 @@ import numpy as np
 
 from straxio.dtypes import check_time_dtype, endtime, field_names, fields, merged_dtype
 from straxio.exceptions import CannotSplit, ChunkError
-from straxio.intervals import _first_mismatch, _safe_split, _time_columns
+from straxio.intervals import Int64Array, _first_mismatch, _safe_split, _time_columns
 
 __all__ = ["Chunk", "check_continuity", "endtime"]
 
@@ -50,7 +50,8 @@ _AFTER_END = 4
 
 
 @numba.njit(nogil=True, cache=True)
-def _check_rows_kernel(time, end_time, start, end):  # pragma: no cover - compiled
+def _check_rows_kernel(time: Int64Array, end_time: Int64Array, start: int,
+                       end: int) -> tuple[int, int]:  # pragma: no cover - compiled
     """Return (error code, row index) for the first row breaking an invariant."""
     previous = _INT64_MIN
     for i in range(len(time)):
@@ -72,12 +73,14 @@ def _check_rows_kernel(time, end_time, start, end):  # pragma: no cover - compil
 # one signature serves the in-place column views of every dtype and the
 # contiguous copies alike, with no compilation per array type.
 _ANY_INT64_ARRAY = numba.types.Array(numba.int64, 1, "A", readonly=True)
-_CHECK_ROWS_SIGNATURE = numba.types.UniTuple(numba.int64, 2)(
+# (numba's type stubs cover its array and scalar types, not its tuple types)
+_CHECK_ROWS_SIGNATURE = numba.types.UniTuple(numba.int64, 2)(  # type: ignore[no-untyped-call]
     _ANY_INT64_ARRAY, _ANY_INT64_ARRAY, numba.int64, numba.int64
 )
 
 
-def _compile_check_rows(time, end_time, start, end):
+def _compile_check_rows(time: Int64Array, end_time: Int64Array, start: int,
+                        end: int) -> tuple[int, int]:
     """First call of ``_check_rows``: compile (or load from numba's cache) the
     kernel for its one signature, then call the kernel directly from now on.
 
@@ -306,7 +309,8 @@ class Chunk:
             raise ChunkError(f"{_where(data_type, run_id)} covering [{start}, {end}): {problem}")
         self._set(data_type, data_kind, dtype, run_id, start, end, data)
 
-    def _set(self, data_type, data_kind, dtype, run_id, start, end, data) -> None:
+    def _set(self, data_type: str, data_kind: str, dtype: np.dtype[Any], run_id: str,
+             start: int, end: int, data: np.ndarray) -> None:
         self._data_type = data_type
         self._data_kind = data_kind
         self._dtype = dtype
@@ -336,7 +340,7 @@ class Chunk:
         self._set(data_type, data_kind, np.dtype(dtype), run_id, int(start), int(end), data)
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., Chunk], tuple[Any, ...]]:
         # Unpickling trusts the pickled chunk, which was valid when pickled.
         return (
             _rebuild,
@@ -630,7 +634,8 @@ class Chunk:
         )
 
 
-def _rebuild(data_type, data_kind, dtype, run_id, start, end, data) -> Chunk:
+def _rebuild(data_type: str, data_kind: str, dtype: np.dtype[Any], run_id: str, start: int,
+             end: int, data: np.ndarray) -> Chunk:
     return Chunk._trusted(
         data_type=data_type,
         data_kind=data_kind,

@@ -78,7 +78,7 @@ class Synchronizer:
         self._bufs[name] = chunk if buf is None else Chunk.concatenate([buf, chunk])
         return True
 
-    def _note_held(self):
+    def _note_held(self) -> None:
         # What stays buffered between rounds: memory beyond the mailbox budgets.
         self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
 
