@@ -65,7 +65,7 @@ class ChunkInfo:
     #: (one per chunk joined into it, decodable in parallel); () for one
     frames: tuple[int, ...] = ()
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, ty.Any]:
         d = dataclasses.asdict(self)
         if self.frames:
             d["frames"] = list(self.frames)
@@ -74,7 +74,7 @@ class ChunkInfo:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> ChunkInfo:
+    def from_json(cls, d: dict[str, ty.Any]) -> ChunkInfo:
         fields = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name != "frames"}
         return cls(**fields, frames=tuple(d.get("frames", ())))
 
@@ -94,7 +94,7 @@ class StoredData:
     key: DataKey
     store: Store
     location: str  # folder path, or an in-memory name
-    metadata: dict
+    metadata: dict[str, ty.Any]
     chunks: tuple[ChunkInfo, ...]
     dtype: np.dtype
     data_kind: str
@@ -205,7 +205,7 @@ class Store(abc.ABC):
         """Everything in the store: complete data and temporary leftovers."""
 
     @abc.abstractmethod
-    async def open_writer(self, key: DataKey, *, metadata: dict,
+    async def open_writer(self, key: DataKey, *, metadata: dict[str, ty.Any],
                           run_sync: RunSync) -> Writer:
         """Take the key's lock (KeyLocked if another writer holds it), clean
         stale temporary leftovers of this key, and start writing.

@@ -188,6 +188,7 @@ import os
 import shlex
 import shutil
 import zlib
+from typing import Any
 
 import aiofiles
 
@@ -322,7 +323,8 @@ class DirectoryStore(Store):
         path = self.chunk_path(stored, info)
         try:
             async with aiofiles.open(path, "rb") as f:
-                return await f.read(info.file_size + 1)
+                payload: bytes = await f.read(info.file_size + 1)  # (aiofiles is untyped)
+                return payload
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise self._missing_chunk(stored, info, path) from None
 
@@ -621,7 +623,7 @@ class DirectoryStore(Store):
 
     # ------------------------------------------------------------------ writing
 
-    async def open_writer(self, key: DataKey, *, metadata: dict,
+    async def open_writer(self, key: DataKey, *, metadata: dict[str, Any],
                           run_sync: RunSync) -> Writer:
         """Lock ``key``, clean its leftovers and start writing into a temporary folder.
 

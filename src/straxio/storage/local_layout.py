@@ -76,7 +76,7 @@ def _read_json(path: str) -> tuple[Any, str]:
         return None, f"not valid JSON ({e})"
 
 
-def _metadata_bytes(meta: dict) -> bytes:
+def _metadata_bytes(meta: dict[str, Any]) -> bytes:
     """Metadata as indented JSON with one line per dtype field and per chunk:
     readable, diffable, and O(1) bytes per chunk."""
     lines = []

@@ -111,7 +111,7 @@ class _Journal:
 
 
 
-def _failure_record(header: dict, exc: BaseException | None, chunks: list[ChunkInfo],
+def _failure_record(header: dict[str, Any], exc: BaseException | None, chunks: list[ChunkInfo],
                     size: int) -> bytes | None:
     """The failure metadata as at most ``size`` bytes, or None if even the
     shortest form does not fit (see "Failures" in the store's module docstring)."""
@@ -201,7 +201,7 @@ class DirectoryWriter(SequentialWriter):
     """
 
     def __init__(self, store: DirectoryStore, key: DataKey, temp: str, journal: _Journal,
-                 lock: _KeyLock, header: dict, run_sync: RunSync):
+                 lock: _KeyLock, header: dict[str, Any], run_sync: RunSync):
         super().__init__(key)
         self.store = store
         self.temp = temp

@@ -77,7 +77,7 @@ class MemoryStore(Store):
         self.name = name if name is not None else f"memory-{next(_names)}"
         self._complete: dict[str, _Version] = {}
         self._writers: dict[str, MemoryWriter] = {}
-        self._failed: dict[str, tuple[DataKey, dict]] = {}
+        self._failed: dict[str, tuple[DataKey, dict[str, Any]]] = {}
         self._versions = itertools.count()
 
     def __repr__(self) -> str:
@@ -182,13 +182,13 @@ class MemoryStore(Store):
                 self._failed.pop(e.key.name, None)
         return failed
 
-    def failed_metadata(self, key: DataKey) -> dict | None:
+    def failed_metadata(self, key: DataKey) -> dict[str, Any] | None:
         """The metadata an aborted writer of ``key`` left (status "failed",
         the exception under "error"), or None."""
         failed = self._failed.get(key.name)
         return None if failed is None else failed[1]
 
-    async def open_writer(self, key: DataKey, *, metadata: dict,
+    async def open_writer(self, key: DataKey, *, metadata: dict[str, Any],
                           run_sync: RunSync) -> MemoryWriter:
         """Lock ``key`` and start writing.
 
@@ -240,7 +240,7 @@ class MemoryStore(Store):
 class MemoryWriter(SequentialWriter):
     """Writes one key of a :class:`MemoryStore`; made by ``open_writer``."""
 
-    def __init__(self, store: MemoryStore, key: DataKey, location: str, header: dict):
+    def __init__(self, store: MemoryStore, key: DataKey, location: str, header: dict[str, Any]):
         super().__init__(key)
         self.store = store
         self.location = location
