@@ -6,7 +6,11 @@ The public API is what this module lists in ``__all__``.
 
 from ._version import __version__
 from .batch import Batch, Contained
-from .chunk import Chunk, check_continuity, endtime
+from .chunk import (
+    Chunk,
+    check_continuity,
+    endtime,
+)
 from .context import Context, Selection
 from .dtypes import (
     field_descriptions,
