@@ -686,3 +686,16 @@ def test_fully_contained_in_can_exclude_zero_length_things_at_the_end():
     things["time"] = things["endtime"] = [50, 100]
     assert fully_contained_in(things, containers).tolist() == [0, 0]
     assert fully_contained_in(things, containers, exclude_end=True).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("name", ["fully_contained_in", "split_by_containment",
+                                  "touching_windows", "sort_by_time"])
+def test_interval_functions_at_their_old_place_warn_and_name_the_new_one(name):
+    import straxio.chunk
+    import straxio.intervals
+
+    with pytest.warns(DeprecationWarning, match=rf"straxio\.intervals\.{name} now"):
+        moved = getattr(straxio.chunk, name)
+    assert moved is getattr(straxio.intervals, name)
+    with pytest.raises(AttributeError, match="no attribute '_running_max'"):
+        straxio.chunk._running_max  # noqa: B018 - private kernels moved without a shim

@@ -22,17 +22,32 @@ import functools
 import itertools
 import operator
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numba
 import numpy as np
 
+import straxio.intervals as _intervals
 from straxio.dtypes import check_time_dtype, endtime, field_names, fields, merged_dtype
 from straxio.exceptions import CannotSplit, ChunkError
 from straxio.intervals import Int64Array, _first_mismatch, _safe_split, _time_columns
 
 __all__ = ["Chunk", "check_continuity", "endtime"]
+
+# Functions that lived here before straxio.intervals existed.
+_MOVED_TO_INTERVALS = frozenset(_intervals.__all__)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_INTERVALS:
+        warnings.warn(f"straxio.chunk.{name} is deprecated: it is straxio.intervals.{name} "
+                      f"now (or straxio.{name}); use that name", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(_intervals, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _INT64_MIN = np.iinfo(np.int64).min
 _INT64_MAX = np.iinfo(np.int64).max
