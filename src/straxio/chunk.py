@@ -690,4 +690,3 @@ def check_continuity(previous: Chunk | None, chunk: Chunk) -> None:
             f"{previous.data_type!r} for run {previous.run_id!r} covering "
             f"[{previous.start}, {previous.end})"
         )
-

@@ -709,4 +709,3 @@ class DirectoryStore(Store):
                 else:
                     log.warning("leaving %s alone: not straxio's (%s)", path, folder.looks_like)
         return out
-

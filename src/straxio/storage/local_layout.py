@@ -189,4 +189,3 @@ def _check_key(key: DataKey) -> str:
             f"cannot store key {name!r} in a folder: run_id, data_type and lineage hash "
             "must not contain '/' or NUL, start with '.' or end in '.lock' or '.old'")
     return name
-

@@ -376,4 +376,3 @@ class DirectoryWriter(SequentialWriter):
         except OSError as e:
             log.warning("%s: %s, nor could it be marked failed (%s); it will show as "
                         "stale", self.key, problem, e)
-
