@@ -1192,3 +1192,12 @@ async def test_a_writer_that_locked_a_deleted_lock_file_starts_over(
         await store.open_writer(KEY, metadata=metadata_for(straxio.testing.PEAK_DTYPE),
                                 run_sync=run_sync)
     await writer.abort()
+
+
+async def test_the_layout_names_are_the_store_module_s_too(aloop):
+    # storage.listing (and any reader of a store's folders) imports them from
+    # straxio.storage.local, whose docstring documents the layout.
+    assert (local_module.METADATA, local_module.JOURNAL, local_module.FAILED_METADATA) == (
+        "metadata.json", "journal.jsonl", "metadata.failed.json")
+    assert local_module.FAILURE_ROOM is local_layout.FAILURE_ROOM
+    assert local_module.LAYOUT_VERSION == 1

@@ -202,6 +202,9 @@ from .codec import (
 )
 from .local_layout import (
     _TEMP_RE,
+    FAILED_METADATA,
+    FAILURE_ROOM,
+    JOURNAL,
     LAYOUT_VERSION,
     METADATA,
     _check_key,
@@ -215,7 +218,17 @@ from .local_layout import (
 from .local_locks import _LOCK_RETRIES, _KeyLock, _lock_for_writer, _lock_is_held, _lock_now
 from .local_writer import DirectoryWriter, _prepare
 
-__all__ = ["DirectoryStore", "DirectoryWriter"]
+# The names of the layout (module docstring) are this module's too: what
+# reads a store's folders (storage.listing) takes them from here.
+__all__ = [
+    "FAILED_METADATA",
+    "FAILURE_ROOM",
+    "JOURNAL",
+    "LAYOUT_VERSION",
+    "METADATA",
+    "DirectoryStore",
+    "DirectoryWriter",
+]
 
 log = logging.getLogger(__name__)
 
