@@ -1,4 +1,4 @@
-"""Tests of straxio.chunk and straxio.dtypes.
+"""Tests of straxio.chunk, straxio.intervals and straxio.dtypes.
 
 Properties are checked with hypothesis against brute-force numpy/Python
 references that follow the definitions literally.
@@ -13,15 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from straxio.chunk import (
-    Chunk,
-    check_continuity,
-    endtime,
-    fully_contained_in,
-    sort_by_time,
-    split_by_containment,
-    touching_windows,
-)
+from straxio.chunk import Chunk, check_continuity, endtime
 from straxio.dtypes import (
     check_time_dtype,
     field_descriptions,
@@ -34,6 +26,12 @@ from straxio.dtypes import (
     with_descriptions,
 )
 from straxio.exceptions import CannotSplit, ChunkError
+from straxio.intervals import (
+    fully_contained_in,
+    sort_by_time,
+    split_by_containment,
+    touching_windows,
+)
 
 SETTINGS = settings(max_examples=100, deadline=None)
 
@@ -682,11 +680,22 @@ def test_helpers_need_sorted_input():
 
 
 def test_fully_contained_in_can_exclude_zero_length_things_at_the_end():
-    from straxio.chunk import fully_contained_in
-
     containers = np.zeros(2, dtype=interval_dtype)
     containers["time"], containers["endtime"] = [0, 100], [100, 200]
     things = np.zeros(2, dtype=interval_dtype)
     things["time"] = things["endtime"] = [50, 100]
     assert fully_contained_in(things, containers).tolist() == [0, 0]
     assert fully_contained_in(things, containers, exclude_end=True).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("name", ["fully_contained_in", "split_by_containment",
+                                  "touching_windows", "sort_by_time"])
+def test_interval_functions_at_their_old_place_warn_and_name_the_new_one(name):
+    import straxio.chunk
+    import straxio.intervals
+
+    with pytest.warns(DeprecationWarning, match=rf"straxio\.intervals\.{name} now"):
+        moved = getattr(straxio.chunk, name)
+    assert moved is getattr(straxio.intervals, name)
+    with pytest.raises(AttributeError, match="no attribute '_running_max'"):
+        straxio.chunk._running_max  # noqa: B018 - private kernels moved without a shim

@@ -64,8 +64,7 @@ async def synchronize_with_counters(inputs, *, fast_path=True):
     boxes = {n: Mailbox(n, max_chunks=2) for n in inputs}
     cursors = {n: mb.subscribe("sync") for n, mb in boxes.items()}
     batches = []
-    sync = Synchronizer("r", cursors, "test")
-    sync._single_input_fast_path = fast_path
+    sync = Synchronizer("r", cursors, "test", fast_path=fast_path)
 
     async def produce(name, chunks):
         for c in chunks:

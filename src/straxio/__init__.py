@@ -10,10 +10,6 @@ from .chunk import (
     Chunk,
     check_continuity,
     endtime,
-    fully_contained_in,
-    sort_by_time,
-    split_by_containment,
-    touching_windows,
 )
 from .context import Context
 from .dtypes import (
@@ -41,6 +37,7 @@ from .exceptions import (
     StraxioError,
     WorkerDied,
 )
+from .intervals import fully_contained_in, sort_by_time, split_by_containment, touching_windows
 from .lineage import DataKey, deterministic_hash
 from .mailbox import Cursor, Mailbox, MailboxStatistics
 from .options import Option, SaveWhen

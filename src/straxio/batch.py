@@ -8,7 +8,8 @@ import dataclasses
 
 import numpy as np
 
-from .chunk import Chunk, fully_contained_in, touching_windows
+from .chunk import Chunk
+from .intervals import fully_contained_in, touching_windows
 
 __all__ = ["Batch", "Contained", "contained_rows", "touching_rows"]
 
@@ -138,7 +139,7 @@ def contained_rows(things: np.ndarray, base: np.ndarray) -> Contained:
 
 def touching_rows(things: np.ndarray, base: np.ndarray, window: int) -> Contained:
     """strax's touching selection of a loop plugin: for every base row, the
-    rows of ``things`` in its :func:`~straxio.chunk.touching_windows` range,
+    rows of ``things`` in its :func:`~straxio.intervals.touching_windows` range,
     one copy per base row (a row touching two base rows is in both)."""
     windows = touching_windows(things, base, window)
     counts = np.maximum(windows[:, 1] - windows[:, 0], 0)

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from straxio.exceptions import ChunkError
 
@@ -103,7 +104,7 @@ def field_names(dtype: Any) -> tuple[str, ...]:
     return _names(dtype)
 
 
-def fields(dtype: Any) -> Mapping[str, tuple]:
+def fields(dtype: Any) -> Mapping[str, tuple[Any, ...]]:
     """``dtype.fields`` of a structured dtype (empty for a plain one):
     name -> (dtype, offset[, title])."""
     f = np.dtype(dtype).fields
@@ -319,7 +320,7 @@ def merged_dtype(dtypes: Iterable[Any]) -> np.dtype:
     return np.dtype(list(entries.values()))
 
 
-def endtime(x: np.ndarray) -> np.ndarray:
+def endtime(x: np.ndarray) -> npt.NDArray[np.int64]:
     """Exclusive end times of the rows of ``x``, as int64.
 
     Parameters
@@ -334,10 +335,13 @@ def endtime(x: np.ndarray) -> np.ndarray:
         int64) or ``x["time"] + x["length"] * x["dt"]`` (a new array).
     """
     names = x.dtype.names or ()
+    out: npt.NDArray[np.int64]  # (numpy types a field of a structured array as Any)
     if "endtime" in names:
-        return x["endtime"].astype(np.int64, copy=False)
+        out = x["endtime"].astype(np.int64, copy=False)
+        return out
     if "length" in names and "dt" in names:
-        return x["time"].astype(np.int64) + x["length"].astype(np.int64) * x["dt"]
+        out = x["time"].astype(np.int64) + x["length"].astype(np.int64) * x["dt"]
+        return out
     raise ChunkError(
         f"cannot compute end times of an array with fields {list(names)}: it needs an "
         "'endtime' field or 'length' and 'dt' fields"

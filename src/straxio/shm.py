@@ -37,6 +37,7 @@ import mmap
 import os
 import secrets
 import typing as ty
+from collections.abc import Iterator
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -49,6 +50,10 @@ SHM_DIR = "/dev/shm"
 PREFIX = "straxio-"
 AVAILABLE = os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)
 _ALIGN = 64
+
+#: What array bytes are mapped from: a shared-memory buffer, a mapped file,
+#: or nothing (no array bytes at all).
+_Buffer: ty.TypeAlias = memoryview | mmap.mmap | bytes
 
 
 class _ArrayRef(ty.NamedTuple):
@@ -68,7 +73,7 @@ class Packed(ty.NamedTuple):
     tree: ty.Any
 
 
-def _plan(value, arrays: list[np.ndarray]):
+def _plan(value: ty.Any, arrays: list[np.ndarray]) -> ty.Any:
     """Replace every numpy array in ``value`` (itself, in a dict, or in a
     :class:`~straxio.Contained`) by an index into ``arrays``; arrays holding
     Python objects, and anything else, stay as they are (pickled)."""
@@ -92,7 +97,7 @@ def _layout(arrays: list[np.ndarray]) -> tuple[list[_ArrayRef], int]:
     return refs, offset
 
 
-def _fill(buf, arrays, refs):
+def _fill(buf: _Buffer, arrays: list[np.ndarray], refs: list[_ArrayRef]) -> None:
     for a, r in zip(arrays, refs):
         if a.nbytes:
             view = np.ndarray(r.shape, dtype=r.dtype, buffer=buf, offset=r.offset)
@@ -100,7 +105,7 @@ def _fill(buf, arrays, refs):
             del view
 
 
-def _rebuild(tree, arrays: list[np.ndarray]):
+def _rebuild(tree: ty.Any, arrays: list[np.ndarray]) -> ty.Any:
     if isinstance(tree, tuple) and tree and tree[0] == "__array__":
         return arrays[tree[1]]
     if isinstance(tree, tuple) and tree and tree[0] == "__contained__":
@@ -111,7 +116,7 @@ def _rebuild(tree, arrays: list[np.ndarray]):
     return tree
 
 
-def _views(buf, refs: list[_ArrayRef], readonly: bool) -> list[np.ndarray]:
+def _views(buf: _Buffer, refs: list[_ArrayRef], readonly: bool) -> list[np.ndarray]:
     out = []
     for r in refs:
         a = (np.ndarray(r.shape, dtype=r.dtype, buffer=buf, offset=r.offset)
@@ -132,7 +137,7 @@ def _new_name() -> str:
 class InputSegment:
     """The parent's segment holding one call's input arrays (see module doc)."""
 
-    def __init__(self, value):
+    def __init__(self, value: ty.Any) -> None:
         arrays: list[np.ndarray] = []
         tree = _plan(value, arrays)
         refs, size = _layout(arrays)
@@ -140,7 +145,8 @@ class InputSegment:
         if size:
             self.shm = shared_memory.SharedMemory(name=_new_name(), create=True, size=size)
             try:
-                _fill(self.shm.buf, arrays, refs)
+                # buf is None only once the segment is closed
+                _fill(ty.cast(memoryview, self.shm.buf), arrays, refs)
             except BaseException:
                 self.release()
                 raise
@@ -155,7 +161,7 @@ class InputSegment:
             shm.close()
 
 
-def adopt_output(packed: Packed):
+def adopt_output(packed: Packed) -> ty.Any:
     """Map a worker's output segment, unlink it, and rebuild the values; the
     arrays keep the mapping alive and it goes with the last of them."""
     tree, refs = packed.tree
@@ -187,7 +193,7 @@ def discard_segment(name: str) -> None:
 
 
 @contextlib.contextmanager
-def unpack_in_worker(packed: Packed):
+def unpack_in_worker(packed: Packed) -> Iterator[ty.Any]:
     """The input values, read-only, mapped from the parent's segment; the
     mapping is closed on exit (or left to the GC if a view survives)."""
     tree, refs = packed.tree
@@ -213,7 +219,7 @@ def output_name() -> str:
     return _new_name()
 
 
-def pack_output(value, name: str | None = None) -> Packed:
+def pack_output(value: ty.Any, name: str | None = None) -> Packed:
     """In the worker: copy the output arrays into a new segment, named
     ``name`` (from :func:`output_name`) or a name of the worker's own."""
     arrays: list[np.ndarray] = []
@@ -236,7 +242,7 @@ def pack_output(value, name: str | None = None) -> Packed:
     return Packed(name, size, (tree, refs))
 
 
-def pack(value) -> InputSegment:
+def pack(value: ty.Any) -> InputSegment:
     """In the parent: the input values of one call, in a new segment."""
     return InputSegment(value)
 

@@ -37,15 +37,17 @@ class Synchronizer:
         One cursor per input data type.
     owner
         Name of the plugin whose inputs these are (for messages).
+    fast_path
+        With one input, take the single-input fast path (see the module
+        docstring); false takes the general path, which gives the same
+        batches more slowly (tests compare the two).
     """
 
-    #: Take the single-input fast path when there is one cursor (tests turn
-    #: this off to compare it with the general path).
-    _single_input_fast_path = True
-
-    def __init__(self, run_id: str, cursors: Mapping[str, Cursor], owner: str):
+    def __init__(self, run_id: str, cursors: Mapping[str, Cursor], owner: str, *,
+                 fast_path: bool = True) -> None:
         if not cursors:
             raise ValueError("a synchronizer needs at least one input")
+        self._fast_path = fast_path
         self.run_id = run_id
         self.cursors = dict(cursors)
         self.owner = owner
@@ -76,7 +78,7 @@ class Synchronizer:
         self._bufs[name] = chunk if buf is None else Chunk.concatenate([buf, chunk])
         return True
 
-    def _note_held(self):
+    def _note_held(self) -> None:
         # What stays buffered between rounds: memory beyond the mailbox budgets.
         self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
 
@@ -84,7 +86,7 @@ class Synchronizer:
         return ChunkError(f"inputs of {self.owner} for run {self.run_id!r}: {message}")
 
     def __aiter__(self) -> AsyncIterator[Batch]:
-        if len(self.cursors) == 1 and self._single_input_fast_path:
+        if len(self.cursors) == 1 and self._fast_path:
             return self._single()
         return self._general()
 

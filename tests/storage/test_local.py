@@ -20,7 +20,15 @@ import zstandard
 
 import straxio
 from straxio.exceptions import DataCorrupted, KeyLocked, StraxioError
-from straxio.storage import DataKey, DirectoryStore, dtype_to_json, encode_chunk
+from straxio.storage import (
+    DataKey,
+    DirectoryStore,
+    dtype_to_json,
+    encode_chunk,
+    local_layout,
+    local_locks,
+    local_writer,
+)
 from straxio.storage import local as local_module
 
 from .helpers import (
@@ -178,7 +186,7 @@ async def test_nothing_is_found_until_close_publishes(aloop, tmp_path, run_sync)
 async def test_metadata_bytes_per_chunk_stay_constant_from_10_to_1000_chunks(
         aloop, tmp_path, run_sync, monkeypatch):
     written: dict[str, int] = {}
-    real_write_file, real_append = local_module._write_file, local_module._Journal.append
+    real_write_file, real_append = local_writer._write_file, local_writer._Journal.append
 
     def write_file(path, data, **kw):
         written[os.path.basename(path)] = written.get(os.path.basename(path), 0) + len(data)
@@ -188,8 +196,8 @@ async def test_metadata_bytes_per_chunk_stay_constant_from_10_to_1000_chunks(
         written["journal"] = written.get("journal", 0) + len(data)
         real_append(self, data)
 
-    monkeypatch.setattr(local_module, "_write_file", write_file)
-    monkeypatch.setattr(local_module._Journal, "append", append)
+    monkeypatch.setattr(local_writer, "_write_file", write_file)
+    monkeypatch.setattr(local_writer._Journal, "append", append)
     monkeypatch.setattr(os, "fsync", lambda fd: None)  # bytes are counted, not durability
     per_chunk = {}
     for n in (10, 1000):
@@ -269,7 +277,7 @@ async def test_writer_retries_past_a_momentary_lock_probe(aloop, tmp_path, run_s
     probe = os.open(tmp_path / f"{KEY.name}.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(probe, fcntl.LOCK_SH)
     attempts = []
-    real_try_lock = local_module._try_lock
+    real_try_lock = local_locks._try_lock
 
     def try_lock(root, path):
         attempts.append(real_try_lock(root, path))
@@ -277,7 +285,7 @@ async def test_writer_retries_past_a_momentary_lock_probe(aloop, tmp_path, run_s
             os.close(probe)  # the probe is over
         return attempts[-1]
 
-    monkeypatch.setattr(local_module, "_try_lock", try_lock)
+    monkeypatch.setattr(local_locks, "_try_lock", try_lock)
     writer = await store.open_writer(KEY, metadata=metadata_for(straxio.testing.PEAK_DTYPE),
                                      run_sync=run_sync)
     assert attempts[0] == "other" and len(attempts) == 2
@@ -889,7 +897,7 @@ async def test_the_failure_record_takes_no_byte_beyond_what_open_wrote(
     at_open = path.stat()
     for i, chunk in enumerate(chunks):
         await writer.write(encode_chunk(chunk, i, 1))
-    huge = "x" * (2 * local_module.FAILURE_ROOM)  # cannot fit: cut from the front
+    huge = "x" * (2 * local_layout.FAILURE_ROOM)  # cannot fit: cut from the front
     await writer.abort(ValueError(f"start of the message {huge} end of the message"))
     now = path.stat()
     assert (now.st_ino, now.st_size, now.st_blocks) == \
@@ -1184,3 +1192,12 @@ async def test_a_writer_that_locked_a_deleted_lock_file_starts_over(
         await store.open_writer(KEY, metadata=metadata_for(straxio.testing.PEAK_DTYPE),
                                 run_sync=run_sync)
     await writer.abort()
+
+
+async def test_the_layout_names_are_the_store_module_s_too(aloop):
+    # storage.listing (and any reader of a store's folders) imports them from
+    # straxio.storage.local, whose docstring documents the layout.
+    assert (local_module.METADATA, local_module.JOURNAL, local_module.FAILED_METADATA) == (
+        "metadata.json", "journal.jsonl", "metadata.failed.json")
+    assert local_module.FAILURE_ROOM is local_layout.FAILURE_ROOM
+    assert local_module.LAYOUT_VERSION == 1

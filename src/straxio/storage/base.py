@@ -22,9 +22,19 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
+from ..exceptions import StraxioError
 from ..lineage import DataKey
 
-__all__ = ["ChunkInfo", "DataKey", "EncodedChunk", "Store", "StoredData", "StoredEntry", "Writer"]
+__all__ = [
+    "ChunkInfo",
+    "DataKey",
+    "EncodedChunk",
+    "SequentialWriter",
+    "Store",
+    "StoredData",
+    "StoredEntry",
+    "Writer",
+]
 
 #: Runs ``fn(*args)`` off the event loop (the processor's executor) and
 #: returns its result; stores use it for what aiofiles lacks (fsync, rename).
@@ -55,7 +65,7 @@ class ChunkInfo:
     #: (one per chunk joined into it, decodable in parallel); () for one
     frames: tuple[int, ...] = ()
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, ty.Any]:
         d = dataclasses.asdict(self)
         if self.frames:
             d["frames"] = list(self.frames)
@@ -64,7 +74,7 @@ class ChunkInfo:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> ChunkInfo:
+    def from_json(cls, d: dict[str, ty.Any]) -> ChunkInfo:
         fields = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name != "frames"}
         return cls(**fields, frames=tuple(d.get("frames", ())))
 
@@ -84,7 +94,7 @@ class StoredData:
     key: DataKey
     store: Store
     location: str  # folder path, or an in-memory name
-    metadata: dict
+    metadata: dict[str, ty.Any]
     chunks: tuple[ChunkInfo, ...]
     dtype: np.dtype
     data_kind: str
@@ -125,6 +135,60 @@ class Writer(abc.ABC):
         The data is never seen as complete."""
 
 
+class SequentialWriter(Writer):
+    """A :class:`Writer` that takes chunks in order and publishes the range
+    they cover, with the checks that refuse misuse.
+
+    Every store's writer derives from it, so that a misuse is refused with
+    the same message whatever the store. The checks read three attributes:
+    ``key``, ``chunks`` (the infos written so far, appended by the subclass
+    once a write succeeded) and ``_state``, ``"open"`` until the subclass
+    sets another: ``"broken"`` (a write or close failed), ``"closed"`` or
+    ``"aborted"``.
+
+    Parameters
+    ----------
+    key : DataKey
+        The key written.
+    """
+
+    def __init__(self, key: DataKey) -> None:
+        self.key = key
+        self.chunks: list[ChunkInfo] = []
+        self._state = "open"
+
+    def _check_open(self, what: str) -> None:
+        if self._state != "open":
+            raise StraxioError(f"cannot {what} {self.key}: the writer is {self._state}")
+
+    def _check_next(self, info: ChunkInfo) -> None:
+        """Raise unless the writer is open and ``info`` is the next chunk: the
+        next index, starting where the previous chunk ended."""
+        self._check_open("write to")
+        chunks = self.chunks
+        if info.index != len(chunks):
+            raise StraxioError(f"{self.key}: expected chunk {len(chunks)}, "
+                               f"got chunk {info.index}")
+        if chunks and info.start != chunks[-1].end:
+            raise StraxioError(f"{self.key}: chunk {info.index} starts at {info.start}, the "
+                               f"previous one ends at {chunks[-1].end}")
+
+    def _check_publish(self, start: int, end: int) -> None:
+        """Raise unless the writer is open and its chunks cover exactly
+        ``[start, end)`` (any range with ``start <= end`` if there are none)."""
+        self._check_open("close")
+        chunks = self.chunks
+        if start > end or (chunks and (chunks[0].start != start or chunks[-1].end != end)):
+            span = f"[{chunks[0].start}, {chunks[-1].end})" if chunks else "nothing"
+            raise StraxioError(f"{self.key}: cannot publish [{start}, {end}): the chunks "
+                               f"cover {span}")
+
+    @property
+    def _ended(self) -> bool:
+        """Whether the writer was closed or aborted (aborting again does nothing)."""
+        return self._state in ("closed", "aborted")
+
+
 class Store(abc.ABC):
     """One storage location. ``readonly`` stores are only read from."""
 
@@ -141,7 +205,7 @@ class Store(abc.ABC):
         """Everything in the store: complete data and temporary leftovers."""
 
     @abc.abstractmethod
-    async def open_writer(self, key: DataKey, *, metadata: dict,
+    async def open_writer(self, key: DataKey, *, metadata: dict[str, ty.Any],
                           run_sync: RunSync) -> Writer:
         """Take the key's lock (KeyLocked if another writer holds it), clean
         stale temporary leftovers of this key, and start writing.
@@ -157,9 +221,15 @@ class Store(abc.ABC):
 
     def recompute_hint(self, key: DataKey, location: str) -> str:
         """How to get rid of corrupted data of ``key`` at ``location`` and
-        recompute it, for messages."""
-        return (f"delete {location} with this store's remove(key), or use another store, "
+        recompute it, for messages; says how to remove it with
+        :meth:`remove_hint`."""
+        return (f"delete {location} with {self.remove_hint(key)}, or use another store, "
                 "and run again to recompute it")
+
+    def remove_hint(self, key: DataKey) -> str:
+        """How to remove the data of ``key`` from this store, for
+        :meth:`recompute_hint`: what follows "delete <location> with"."""
+        return "this store's remove(key)"
 
     def verify(self, key: DataKey | StoredData) -> StoredData | None:
         """Check every chunk of complete data against its metadata (size and

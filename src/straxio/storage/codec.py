@@ -115,9 +115,9 @@ def _format_to_json(dtype: np.dtype) -> Any:
     return dtype.str
 
 
-def _fields_to_json(dtype: np.dtype) -> list:
+def _fields_to_json(dtype: np.dtype) -> list[Any]:
     assert dtype.fields is not None and dtype.names is not None
-    entries: list[tuple[int, int, list]] = []
+    entries: list[tuple[int, int, list[Any]]] = []
     for name in dtype.names:
         field = dtype.fields[name]
         fdtype, offset = field[0], field[1]
@@ -132,7 +132,7 @@ def _fields_to_json(dtype: np.dtype) -> list:
         else:
             entry = [key, _format_to_json(fdtype)]
         entries.append((offset, fdtype.itemsize, entry))
-    out: list = []
+    out: list[Any] = []
     position = 0
     for offset, size, entry in entries:
         if offset < position:
@@ -148,7 +148,7 @@ def _fields_to_json(dtype: np.dtype) -> list:
     return out
 
 
-def dtype_to_json(dtype: Any) -> list:
+def dtype_to_json(dtype: Any) -> list[Any]:
     """A JSON-able description of a structured dtype, exact enough to rebuild it.
 
     Parameters
@@ -442,7 +442,8 @@ def decode_frame_into(stored: StoredData, info: ChunkInfo, payload: bytes,
                          f"(the metadata says {info.nbytes} bytes, {info.rows} rows)")
 
 
-def chunk_from_bytes(stored: StoredData, info: ChunkInfo, raw) -> Chunk:
+def chunk_from_bytes(stored: StoredData, info: ChunkInfo,
+                     raw: np.ndarray | bytes | memoryview) -> Chunk:
     """The validated chunk over the decompressed bytes ``raw`` (no copy)."""
     itemsize = stored.dtype.itemsize
     data = np.frombuffer(raw, dtype=stored.dtype) if itemsize else np.zeros(
@@ -490,7 +491,7 @@ def decode_chunk(stored: StoredData, info: ChunkInfo, payload: bytes) -> Chunk:
 # --------------------------------------------------------------------------- metadata
 
 
-def _int(d: dict, name: str, where: str) -> int:
+def _int(d: dict[str, Any], name: str, where: str) -> int:
     value = d.get(name)
     if type(value) is not int:
         raise ValueError(f"{where}: {name!r} must be an int, got {value!r}")
@@ -623,7 +624,7 @@ def now_text() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
-def writing_header(key: DataKey, metadata: dict, *, layout: int) -> dict:
+def writing_header(key: DataKey, metadata: dict[str, Any], *, layout: int) -> dict[str, Any]:
     """The metadata written at open (status "writing"), checked for what
     ``find`` will need."""
     where = f"metadata for {key.data_type!r} of run {key.run_id!r}"
@@ -659,7 +660,7 @@ def writing_header(key: DataKey, metadata: dict, *, layout: int) -> dict:
     return header
 
 
-def error_json(exc: BaseException | None) -> dict:
+def error_json(exc: BaseException | None) -> dict[str, Any]:
     """An exception as metadata: type, message and traceback text."""
     if exc is None:
         return {"type": None, "message": "aborted without an exception (stopped early, "

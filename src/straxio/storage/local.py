@@ -182,405 +182,57 @@ file per key.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
-import fcntl
-import json
 import logging
 import os
-import re
-import secrets
 import shlex
 import shutil
-import threading
-import time
 import zlib
 from typing import Any
 
 import aiofiles
 
-from .._util import await_to_end
 from ..exceptions import DataCorrupted, KeyLocked, StraxioError
-from .base import (
-    ChunkInfo,
-    DataKey,
-    EncodedChunk,
-    RunSync,
-    Store,
-    StoredData,
-    StoredEntry,
-    Writer,
-)
+from .base import ChunkInfo, DataKey, RunSync, Store, StoredData, StoredEntry, Writer
 from .codec import (
     check_size_and_checksum,
-    error_json,
-    now_text,
     recompute_hint,
     stored_data_from_metadata,
     writing_header,
 )
+from .local_layout import (
+    _TEMP_RE,
+    FAILED_METADATA,
+    FAILURE_ROOM,
+    JOURNAL,
+    LAYOUT_VERSION,
+    METADATA,
+    _check_key,
+    _discard,
+    _Folder,
+    _inspect,
+    _key_from_metadata,
+    _key_from_name,
+    _metadata_bytes,
+)
+from .local_locks import _LOCK_RETRIES, _KeyLock, _lock_for_writer, _lock_is_held, _lock_now
+from .local_writer import DirectoryWriter, _prepare
 
-__all__ = ["DirectoryStore"]
+# The names of the layout (module docstring) are this module's too: what
+# reads a store's folders (storage.listing) takes them from here.
+__all__ = [
+    "FAILED_METADATA",
+    "FAILURE_ROOM",
+    "JOURNAL",
+    "LAYOUT_VERSION",
+    "METADATA",
+    "DirectoryStore",
+    "DirectoryWriter",
+]
 
 log = logging.getLogger(__name__)
 
-METADATA = "metadata.json"
-#: ``metadata.json`` renamed by a writer that failed and could not write its
-#: failure record (see "Failures" in the module docstring).
-FAILED_METADATA = "metadata.failed.json"
-JOURNAL = "journal.jsonl"
-#: Bytes reserved after the header at open, for the failure record.
-FAILURE_ROOM = 32 * 1024
-#: Version of the folder layout, written into every metadata file.
-LAYOUT_VERSION = 1
-
-_TEMP_RE = re.compile(r"(?P<key>.+)\.tmp-(?P<unique>\d+-[0-9a-f]{8})")
-# Names straxio writes inside a key's folder (chunk_filename pads to 6 digits).
-_OWN_FILES = frozenset({METADATA, METADATA + ".tmp", FAILED_METADATA, JOURNAL})
-_CHUNK_FILE_RE = re.compile(r"\d{6,}\.zst")
-_STRAX_METADATA_RE = re.compile(r".+-metadata\.json")
-_STRAX_VERSION_RE = re.compile(rb'"strax_version"\s*:\s*"([^"]{1,40})"')
 _VERIFY_BLOCK = 1 << 20  # bytes read at a time by verify()
-_LOCK_RETRIES = 2
-_LOCK_RETRY_DELAY = 0.02  # s; see "Locks" in the module docstring
-
-# Locks this process holds, by (st_dev, st_ino) of the lock file. Guarded by
-# _held_guard, which also makes "check registry + flock" atomic in-process.
-_held: set[tuple[int, int]] = set()
-_held_guard = threading.Lock()
-
-
-def _unique() -> str:
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
-
-
-# --------------------------------------------------------------------------- sync helpers
-# These run in the executor (run_sync); none of them is called on the loop.
-
-
-def _fsync_path(path: str) -> None:
-    """fsync a file or folder by path (for a folder: its entries)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(path: str, data: bytes, fsync: bool) -> None:
-    with open(path, "wb", buffering=0) as f:
-        view = memoryview(data)
-        while view:
-            view = view[f.write(view):]
-        if fsync:
-            os.fsync(f.fileno())
-
-
-def _write_file(path: str, data: bytes, *, fsync: bool = True) -> None:
-    """Create or truncate ``path`` and write ``data`` to it (fsynced)."""
-    _write_all(path, data, fsync)
-
-
-def _write_chunk_file(path: str, payload: bytes) -> None:
-    """Write a chunk file, fsync and close it."""
-    _write_all(path, payload, True)
-
-
-def _append(journal: _Journal, data: bytes) -> None:
-    """Append ``data`` to the journal and fsync it."""
-    journal.append(data)
-
-
-def _discard(path: str, root: str, name: str) -> None:
-    """Delete a folder; first rename it to a temporary name, so that it never
-    exists half deleted under a name that means something."""
-    trash = os.path.join(root, f"{name}.tmp-{_unique()}")
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-class _Journal:
-    """The open ``journal.jsonl`` of a writer.
-
-    A lock serialises append and close, so a close never races an append
-    still running in the executor (which would write to a closed, maybe
-    reused, file descriptor). A close on the loop never waits for an
-    append's fsync: it asks the append to close the file when done.
-    """
-
-    def __init__(self, path: str):
-        self._file: Any = open(path, "ab", buffering=0)
-        self._guard = threading.Lock()
-        self._close_requested = False
-
-    def append(self, data: bytes) -> None:
-        with self._guard:
-            if self._file is None:
-                raise StraxioError("the journal is closed")
-            view = memoryview(data)
-            while view:
-                view = view[self._file.write(view):]
-            os.fsync(self._file.fileno())
-        # Checked after releasing the guard: a close(wait=False) that found
-        # the guard taken has set the flag before trying, so one of the two
-        # always closes the file.
-        if self._close_requested:
-            self.close()
-
-    def close(self, *, wait: bool = True) -> None:
-        self._close_requested = True
-        if self._guard.acquire(blocking=wait):
-            try:
-                if self._file is not None:
-                    self._file.close()
-                    self._file = None
-            finally:
-                self._guard.release()
-
-
-class _KeyLock:
-    """An flock held on a key's lock file, plus its process-local registration."""
-
-    def __init__(self, fd: int, ident: tuple[int, int], path: str):
-        self.fd: int | None = fd
-        self.ident = ident
-        self.path = path
-
-    def release(self) -> None:
-        with _held_guard:
-            if self.fd is None:
-                return
-            os.close(self.fd)  # drops the flock
-            self.fd = None
-            _held.discard(self.ident)
-
-
-def _try_lock(root: str, path: str) -> _KeyLock | str:
-    """Take the lock at ``path``: a :class:`_KeyLock`, or why not
-    (``"process"``: this process holds it; ``"other"``: some process does)."""
-    os.makedirs(root, exist_ok=True)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            st = os.fstat(fd)
-            ident = (st.st_dev, st.st_ino)
-            with _held_guard:
-                if ident in _held:
-                    os.close(fd)
-                    return "process"
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    return "other"
-                # If the lock file was deleted and recreated meanwhile, our
-                # lock is on an orphan inode: nobody else would see it.
-                try:
-                    now = os.stat(path)
-                except FileNotFoundError:
-                    now = None
-                if now is not None and (now.st_dev, now.st_ino) == ident:
-                    _held.add(ident)
-                    return _KeyLock(fd, ident, path)
-            os.close(fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            raise
-
-
-def _lock_is_held(path: str) -> bool:
-    """Whether some writer holds the lock at ``path`` (an instant's shared lock)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        st = os.fstat(fd)
-        with _held_guard:
-            if (st.st_dev, st.st_ino) in _held:
-                return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _read_json(path: str) -> tuple[Any, str]:
-    """(parsed JSON, "") or (None, what is wrong). Missing file -> (None, "missing")."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return None, "missing"
-    try:
-        return json.loads(text), ""
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, f"not valid JSON ({e})"
-
-
-def _metadata_bytes(meta: dict) -> bytes:
-    """Metadata as indented JSON with one line per dtype field and per chunk:
-    readable, diffable, and O(1) bytes per chunk."""
-    lines = []
-    for key, value in meta.items():
-        if key in ("dtype", "chunks") and isinstance(value, list) and value:
-            items = ",\n  ".join(json.dumps(x, separators=(",", ":")) for x in value)
-            text = f"[\n  {items}\n ]"
-        else:
-            text = json.dumps(value, indent=1).replace("\n", "\n ")
-        lines.append(f" {json.dumps(key)}: {text}")
-    return ("{\n" + ",\n".join(lines) + "\n}\n").encode()
-
-
-def _key_from_name(name: str) -> DataKey | None:
-    parts = name.rsplit("-", 2)
-    if len(parts) != 3 or not all(parts):
-        return None
-    run_id, data_type, lineage_hash = parts
-    return DataKey(run_id, data_type, lineage_hash)
-
-
-def _key_from_metadata(meta: Any) -> DataKey | None:
-    if not isinstance(meta, dict):
-        return None
-    run_id, data_type, lineage_hash = (meta.get(n) for n in ("run_id", "data_type",
-                                                              "lineage_hash"))
-    if not (isinstance(run_id, str) and isinstance(data_type, str)
-            and isinstance(lineage_hash, str) and run_id and data_type and lineage_hash):
-        return None
-    return DataKey(run_id, data_type, lineage_hash)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Folder:
-    """What :func:`_inspect` found in a folder under the root."""
-
-    ours: bool
-    #: straxio's parsed metadata (None if unreadable or foreign)
-    meta: Any = None
-    #: why straxio's metadata could not be read ("" if it could)
-    problem: str = ""
-    #: the writer renamed its metadata to FAILED_METADATA (see "Failures")
-    failed_marker: bool = False
-    #: for a foreign folder: what it looks like
-    looks_like: str = ""
-
-
-def _strax_version(path: str) -> str | None:
-    """strax's version from the end of its metadata file (strax writes its
-    JSON with sorted keys, so ``strax_version`` is near the end), or None."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
-            tail = f.read()
-    except OSError:
-        return None
-    found = _STRAX_VERSION_RE.findall(tail)
-    return found[-1].decode(errors="replace") if found else None
-
-
-def _inspect(location: str) -> _Folder:
-    """Whose is the folder at ``location``? See "Whose folder is it" in the
-    module docstring. Reads at most two small files; changes nothing."""
-    if not os.path.isdir(location):
-        what = "a symbolic link" if os.path.islink(location) else "a file"
-        return _Folder(False, looks_like=f"{what}, not a folder")
-    meta, problem = _read_json(os.path.join(location, METADATA))
-    if isinstance(meta, dict) and type(meta.get("layout")) is int:
-        return _Folder(True, meta)
-    failed_marker = False
-    if problem == "missing":
-        marked, _ = _read_json(os.path.join(location, FAILED_METADATA))
-        if isinstance(marked, dict) and type(marked.get("layout")) is int:
-            return _Folder(True, marked, failed_marker=True)
-    try:
-        names = sorted(os.listdir(location))
-    except OSError as e:
-        return _Folder(False, looks_like=f"unreadable ({e.strerror or e})")
-    strax_meta = [n for n in names if _STRAX_METADATA_RE.fullmatch(n)]
-    if strax_meta or (isinstance(meta, dict) and "strax_version" in meta):
-        path = os.path.join(location, strax_meta[0] if strax_meta else METADATA)
-        version = _strax_version(path)
-        what = f"strax data written by strax {version}" if version else "strax data"
-        if location.endswith("_temp"):
-            what += ", incomplete: being written by strax or left by a failed strax run"
-        return _Folder(False, looks_like=what)
-    if names and all(n in _OWN_FILES or _CHUNK_FILE_RE.fullmatch(n) for n in names):
-        if meta is not None and not problem:
-            problem = "no integer 'layout' field (not metadata that straxio wrote)"
-        return _Folder(True, meta if isinstance(meta, dict) else None, problem,
-                       failed_marker)
-    if not names:
-        return _Folder(False, looks_like="an empty folder")
-    others = [n for n in names if not (n in _OWN_FILES or _CHUNK_FILE_RE.fullmatch(n))]
-    example = ", ".join(repr(n) for n in others[:2]) + (", ..." if len(others) > 2 else "")
-    return _Folder(False, looks_like=f"unknown: {len(names)} entries, not straxio's "
-                                     f"(e.g. {example})")
-
-
-def _failure_record(header: dict, exc: BaseException | None, chunks: list[ChunkInfo],
-                    size: int) -> bytes | None:
-    """The failure metadata as at most ``size`` bytes, or None if even the
-    shortest form does not fit (see "Failures" in the module docstring)."""
-    error = error_json(exc)
-    meta = dict(header, status="failed", error=error, chunks=[c.to_json() for c in chunks])
-    meta["writer"] = dict(header["writer"], failed=now_text())
-    data = _metadata_bytes(meta)
-    if len(data) <= size:
-        return data
-    del meta["chunks"]  # the journal has them
-    meta["chunks_written"] = len(chunks)
-    for field in ("traceback", "message"):
-        data = _metadata_bytes(meta)
-        excess = len(data) - size
-        if excess <= 0:
-            return data
-        text = error[field] or ""
-        # JSON-escaping only makes a character longer, so cutting `excess`
-        # characters (and a marker's worth more) is enough.
-        keep = max(0, len(text) - excess - 40)
-        error[field] = f"[{len(text) - keep} characters cut] " + text[len(text) - keep:]
-    data = _metadata_bytes(meta)
-    return data if len(data) <= size else None
-
-
-def _overwrite_in_place(path: str, make: Any) -> bool:
-    """Write ``make(size)`` over the ``size`` bytes of the file at ``path``,
-    padded with blanks, never past its end (so no new block is needed).
-    False if ``make`` returns None (it does not fit)."""
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        size = os.fstat(fd).st_size
-        data = make(size)
-        if data is None:
-            return False
-        view = memoryview(data + b" " * (size - len(data)))
-        offset = 0
-        while offset < size:
-            offset += os.pwrite(fd, view[offset:], offset)
-        return True
-    finally:
-        os.close(fd)
-
-
-def _check_key(key: DataKey) -> str:
-    name = key.name
-    for part, what in ((key.run_id, "run_id"), (key.data_type, "data_type"),
-                       (key.lineage_hash, "lineage hash")):
-        if not isinstance(part, str) or not part:
-            raise StraxioError(f"cannot store {key!r}: the {what} must be a non-empty str")
-    if "/" in name or "\0" in name or os.sep in name or name.startswith(".") \
-            or name.endswith((".lock", ".old")):
-        raise StraxioError(
-            f"cannot store key {name!r} in a folder: run_id, data_type and lineage hash "
-            "must not contain '/' or NUL, start with '.' or end in '.lock' or '.old'")
-    return name
 
 
 # --------------------------------------------------------------------------- the store
@@ -664,11 +316,11 @@ class DirectoryStore(Store):
                 f"{folder.problem}; {self.recompute_hint(key, location)}", path=path)
         return stored_data_from_metadata(self, key, location, folder.meta, path=path)
 
-    def recompute_hint(self, key: DataKey, location: str) -> str:
-        """How to get rid of corrupted data of ``key``, for messages."""
-        return (f"delete {location} with `straxio rm -s {shlex.quote(self.root)} "
-                f"{shlex.quote(key.name)} --yes` (or DirectoryStore.remove(key)), or use "
-                "another store, and run again to recompute it")
+    def remove_hint(self, key: DataKey) -> str:
+        """How to remove the data of ``key``, for messages: the command line,
+        or the method."""
+        return (f"`straxio rm -s {shlex.quote(self.root)} {shlex.quote(key.name)} --yes` "
+                "(or DirectoryStore.remove(key))")
 
     async def read_chunk(self, stored: StoredData, info: ChunkInfo) -> bytes:
         """The bytes of one chunk file (read with aiofiles).
@@ -684,7 +336,8 @@ class DirectoryStore(Store):
         path = self.chunk_path(stored, info)
         try:
             async with aiofiles.open(path, "rb") as f:
-                return await f.read(info.file_size + 1)
+                payload: bytes = await f.read(info.file_size + 1)  # (aiofiles is untyped)
+                return payload
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise self._missing_chunk(stored, info, path) from None
 
@@ -825,14 +478,10 @@ class DirectoryStore(Store):
     def _take_lock(self, key: DataKey, *, retries: int = _LOCK_RETRIES) -> _KeyLock:
         """The key's lock, now (retrying past a momentary probe), or KeyLocked."""
         lock_path = self._path(key.name + ".lock")
-        for attempt in range(retries + 1):
-            lock = _try_lock(self.root, lock_path)
-            if not isinstance(lock, str):
-                return lock
-            if lock == "process" or attempt == retries:
-                raise self._locked(key, lock_path, lock)
-            time.sleep(_LOCK_RETRY_DELAY)
-        raise AssertionError("unreachable")
+        lock = _lock_now(self.root, lock_path, retries)
+        if isinstance(lock, str):
+            raise self._locked(key, lock_path, lock)
+        return lock
 
     def _unlink_lock_file(self, lock: _KeyLock) -> bool:
         """Holding ``lock``: delete its file if it is an empty regular file at
@@ -987,7 +636,7 @@ class DirectoryStore(Store):
 
     # ------------------------------------------------------------------ writing
 
-    async def open_writer(self, key: DataKey, *, metadata: dict,
+    async def open_writer(self, key: DataKey, *, metadata: dict[str, Any],
                           run_sync: RunSync) -> Writer:
         """Lock ``key``, clean its leftovers and start writing into a temporary folder.
 
@@ -1024,17 +673,11 @@ class DirectoryStore(Store):
         name = _check_key(key)
         header = writing_header(key, metadata, layout=LAYOUT_VERSION)
         lock_path = self._path(name + ".lock")
-        lock: _KeyLock | str = "other"
-        for attempt in range(_LOCK_RETRIES + 1):
-            lock = await run_sync(_try_lock, self.root, lock_path)
-            if not isinstance(lock, str) or lock == "process":
-                break
-            if attempt < _LOCK_RETRIES:
-                await asyncio.sleep(_LOCK_RETRY_DELAY)
+        lock = await _lock_for_writer(self.root, lock_path, run_sync)
         if isinstance(lock, str):
             raise self._locked(key, lock_path, lock)
         try:
-            temp, journal = await run_sync(self._prepare, key, _metadata_bytes(header))
+            temp, journal = await run_sync(_prepare, self, key, _metadata_bytes(header))
         except BaseException:
             lock.release()
             raise
@@ -1079,238 +722,3 @@ class DirectoryStore(Store):
                 else:
                     log.warning("leaving %s alone: not straxio's (%s)", path, folder.looks_like)
         return out
-
-    def _prepare(self, key: DataKey, header: bytes) -> tuple[str, _Journal]:
-        """Holding the lock: refuse a foreign folder, recover or remove ``.old``,
-        delete leftovers, create the temporary folder with its metadata (and
-        room for the failure record) and journal."""
-        name = key.name
-        self._check_ours(key, "write")
-        final, old = self._path(name), self._path(name + ".old")
-        if os.path.isdir(old):
-            if not os.path.lexists(final):
-                # A replace was interrupted between its two renames: the old
-                # data is complete; put it back before anything can fail.
-                log.warning("restoring %s from an interrupted replace", final)
-                os.rename(old, final)
-                _fsync_path(self.root)
-            else:
-                _discard(old, self.root, name)
-        for leftover in self._leftovers(name):
-            log.info("removing leftover %s", leftover)
-            shutil.rmtree(leftover, ignore_errors=True)
-        temp = self._path(f"{name}.tmp-{_unique()}")
-        os.mkdir(temp)
-        try:
-            # Blanks after the header are the room the failure record takes
-            # without new blocks ("Failures" in the module docstring). Not
-            # fsynced: a temporary folder is never trusted after a crash.
-            room = b" " * (FAILURE_ROOM - 1) + b"\n"
-            _write_file(os.path.join(temp, METADATA), header + room, fsync=False)
-            journal = _Journal(os.path.join(temp, JOURNAL))
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
-        return temp, journal
-
-
-class DirectoryWriter(Writer):
-    """Writes one key into a temporary folder of a :class:`DirectoryStore`.
-
-    Made by :meth:`DirectoryStore.open_writer`; see the module docstring.
-    Chunks must come in order: index 0, 1, ..., each starting where the
-    previous one ended.
-    """
-
-    def __init__(self, store: DirectoryStore, key: DataKey, temp: str, journal: _Journal,
-                 lock: _KeyLock, header: dict, run_sync: RunSync):
-        self.store = store
-        self.key = key
-        self.temp = temp
-        self._journal = journal
-        self._lock = lock
-        self._header = header
-        self._run_sync = run_sync
-        self._chunks: list[ChunkInfo] = []
-        self._state = "open"  # -> "broken" (a write or close failed), "closed", "aborted"
-        # Publishing and recording a failure run in executor threads; the
-        # guard keeps a failure record from landing in a folder being
-        # published when close() was cancelled while its thread ran on.
-        self._fs_guard = threading.Lock()
-        self._published = False
-        self._abandoned = False
-        # The error of a failed write or close: what abort records when its
-        # caller passes none of its own (only a cancel), e.g. a full disk.
-        self._failure: Exception | None = None
-
-    def __repr__(self) -> str:
-        return f"<DirectoryWriter {self.key} {self._state} {len(self._chunks)} chunks>"
-
-    @property
-    def final(self) -> str:
-        """The folder the data is published to."""
-        return self.store._path(self.key.name)
-
-    def _check_open(self, what: str) -> None:
-        if self._state != "open":
-            raise StraxioError(f"cannot {what} {self.key}: the writer is {self._state}")
-
-    async def write(self, encoded: EncodedChunk) -> None:
-        """Write one chunk file, fsync it, then journal its info (fsynced).
-
-        Raises
-        ------
-        StraxioError
-            If the writer is not open, or the chunk is not the next one
-            (index, or start not equal to the previous chunk's end).
-        """
-        self._check_open("write to")
-        info = encoded.info
-        if info.index != len(self._chunks):
-            raise StraxioError(f"{self.key}: expected chunk {len(self._chunks)}, "
-                               f"got chunk {info.index}")
-        if self._chunks and info.start != self._chunks[-1].end:
-            raise StraxioError(f"{self.key}: chunk {info.index} starts at {info.start}, the "
-                               f"previous one ends at {self._chunks[-1].end}")
-        self._state = "broken"  # until this write has fully succeeded
-        path = os.path.join(self.temp, info.filename)
-        line = json.dumps(info.to_json(), separators=(",", ":")) + "\n"
-        try:
-            # One call in an IO thread opens, writes, fsyncs and closes: a
-            # cancel either finds it not started or waits for it, so the file
-            # is always closed (an async close, cancelled before its thread
-            # ran, would leak the descriptor; seen on a full disk).
-            await self._run_sync(_write_chunk_file, path, encoded.payload)
-            await self._run_sync(_append, self._journal, line.encode())
-        except Exception as e:
-            self._failure = e
-            raise
-        self._chunks.append(info)
-        self._state = "open"
-
-    async def close(self, *, start: int, end: int) -> StoredData:
-        """Fold the journal into the final metadata and publish (see the module
-        docstring for the order of fsyncs and renames); release the lock.
-
-        Raises
-        ------
-        StraxioError
-            If the writer is not open, or the chunks do not cover exactly
-            ``[start, end)``. The writer stays unpublished; abort it.
-        """
-        self._check_open("close")
-        chunks = self._chunks
-        if start > end or (chunks and (chunks[0].start != start or chunks[-1].end != end)):
-            span = f"[{chunks[0].start}, {chunks[-1].end})" if chunks else "nothing"
-            raise StraxioError(f"{self.key}: cannot publish [{start}, {end}): the chunks "
-                               f"cover {span}")
-        meta = dict(self._header, status="complete", start=start, end=end,
-                    chunks=[c.to_json() for c in chunks])
-        meta["writer"] = dict(self._header["writer"], finished=now_text())
-        data = _metadata_bytes(meta)
-        self._state = "broken"
-        try:
-            await self._run_sync(self._publish, data)
-        except Exception as e:
-            self._failure = e
-            raise
-        self._state = "closed"
-        self._lock.release()
-        log.debug("published %s (%d chunks)", self.final, len(chunks))
-        path = os.path.join(self.final, METADATA)
-        return stored_data_from_metadata(self.store, self.key, self.final, json.loads(data),
-                                         path=path)
-
-    def _publish(self, data: bytes) -> None:
-        with self._fs_guard:
-            if self._abandoned:
-                raise StraxioError(f"{self.key}: aborted before it was published")
-            self._publish_locked(data)
-
-    def _publish_locked(self, data: bytes) -> None:
-        root, name, temp, final = self.store.root, self.key.name, self.temp, self.final
-        # Something foreign may have appeared under the key's name since open
-        # (strax writing the same lineage): never replace it.
-        self.store._check_ours(self.key, "publish")
-        self._journal.close()
-        staged = os.path.join(temp, METADATA + ".tmp")
-        _write_file(staged, data)
-        os.replace(staged, os.path.join(temp, METADATA))
-        os.unlink(os.path.join(temp, JOURNAL))  # folded into the metadata
-        _fsync_path(temp)
-        if os.path.lexists(final):
-            old = self.store._path(name + ".old")
-            if os.path.lexists(old):
-                _discard(old, root, name)  # garbage of an earlier replace
-            os.rename(final, old)
-            os.rename(temp, final)
-            self._published = True
-            _fsync_path(root)
-            _discard(old, root, name)
-        else:
-            os.rename(temp, final)
-            self._published = True
-            _fsync_path(root)
-
-    async def abort(self, exc: BaseException | None = None) -> None:
-        """Record ``exc`` (type, message, traceback) in the temporary metadata
-        with status "failed" and release the lock; never publish. Does nothing
-        on a closed or aborted writer. If ``exc`` is None or a cancel and a
-        write or close of this writer failed, that error is recorded: it is
-        why the save failed.
-
-        Recording needs no new disk block (see "Failures" in the module
-        docstring), so a save that failed on a full disk is listed as
-        "failed". If recording fails all the same, that is logged (the
-        caller has ``exc`` to raise) and the folder is listed as "stale".
-        A cancel while recording is held back until the record is written.
-        """
-        if self._state in ("closed", "aborted"):
-            return
-        self._state = "aborted"
-        self._abandoned = True
-        if self._failure is not None and (exc is None or isinstance(exc, asyncio.CancelledError)):
-            exc = self._failure
-        try:
-            if not self._published:
-                # Finished even if the caller is cancelled (again) meanwhile:
-                # one small write, and without it the entry would show as stale.
-                await await_to_end(
-                    self._run_sync(self._record_failure, exc, list(self._chunks)))
-        finally:
-            # Short and synchronous, so it happens even if the await above is
-            # cancelled: a lock leaked in a long-lived process blocks the key.
-            self._journal.close(wait=False)
-            self._lock.release()
-        log.debug("aborted %s: %r", self.temp, exc)
-
-    def _record_failure(self, exc: BaseException | None, chunks: list[ChunkInfo]) -> None:
-        with self._fs_guard:
-            if not self._published:
-                self._record_failure_locked(exc, chunks)
-
-    def _record_failure_locked(self, exc: BaseException | None,
-                               chunks: list[ChunkInfo]) -> None:
-        self._journal.close()
-        old = self.store._path(self.key.name + ".old")
-        if not os.path.lexists(self.final) and os.path.isdir(old):
-            # close() failed between its two renames: put the old data back
-            # (we hold the lock, so this .old is the one close() made).
-            os.rename(old, self.final)
-            _fsync_path(self.store.root)
-        path = os.path.join(self.temp, METADATA)
-        try:
-            if _overwrite_in_place(
-                    path, lambda size: _failure_record(self._header, exc, chunks, size)):
-                return
-            problem = "the failure record does not fit in the room reserved for it"
-        except OSError as e:
-            problem = f"the failure record could not be written ({e})"
-        try:
-            # A rename needs no data block: the name alone says "failed".
-            os.rename(path, os.path.join(self.temp, FAILED_METADATA))
-            log.warning("%s: %s; marked failed by renaming %s to %s", self.key, problem,
-                        METADATA, FAILED_METADATA)
-        except OSError as e:
-            log.warning("%s: %s, nor could it be marked failed (%s); it will show as "
-                        "stale", self.key, problem, e)

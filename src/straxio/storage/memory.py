@@ -22,17 +22,17 @@ import json
 import zlib
 from typing import Any
 
-from ..exceptions import DataCorrupted, KeyLocked, StraxioError
+from ..exceptions import DataCorrupted, KeyLocked
 from .base import (
     ChunkInfo,
     DataKey,
     EncodedChunk,
     RunSync,
+    SequentialWriter,
     Store,
     StoredData,
     StoredEntry,
 )
-from .base import Writer as _Writer
 from .codec import (
     check_size_and_checksum,
     error_json,
@@ -77,7 +77,7 @@ class MemoryStore(Store):
         self.name = name if name is not None else f"memory-{next(_names)}"
         self._complete: dict[str, _Version] = {}
         self._writers: dict[str, MemoryWriter] = {}
-        self._failed: dict[str, tuple[DataKey, dict]] = {}
+        self._failed: dict[str, tuple[DataKey, dict[str, Any]]] = {}
         self._versions = itertools.count()
 
     def __repr__(self) -> str:
@@ -120,10 +120,9 @@ class MemoryStore(Store):
                                               f"{error['type']}: {error['message']}")))
         return [e for _, e in sorted(entries, key=lambda x: x[0])]
 
-    def recompute_hint(self, key: DataKey, location: str) -> str:
-        """How to get rid of corrupted data of ``key``, for messages."""
-        return (f"delete {location} with {self!r}.remove(key), or use another store, and "
-                "run again to recompute it")
+    def remove_hint(self, key: DataKey) -> str:
+        """How to remove the data of ``key``, for messages."""
+        return f"{self!r}.remove(key)"
 
     def verify(self, key: DataKey | StoredData) -> StoredData | None:
         """Check every chunk's size and crc32 against the metadata.
@@ -183,13 +182,13 @@ class MemoryStore(Store):
                 self._failed.pop(e.key.name, None)
         return failed
 
-    def failed_metadata(self, key: DataKey) -> dict | None:
+    def failed_metadata(self, key: DataKey) -> dict[str, Any] | None:
         """The metadata an aborted writer of ``key`` left (status "failed",
         the exception under "error"), or None."""
         failed = self._failed.get(key.name)
         return None if failed is None else failed[1]
 
-    async def open_writer(self, key: DataKey, *, metadata: dict,
+    async def open_writer(self, key: DataKey, *, metadata: dict[str, Any],
                           run_sync: RunSync) -> MemoryWriter:
         """Lock ``key`` and start writing.
 
@@ -238,43 +237,27 @@ class MemoryStore(Store):
             f"found); {recompute_hint(stored)}", path=path, chunk_index=info.index)
 
 
-class MemoryWriter(_Writer):
+class MemoryWriter(SequentialWriter):
     """Writes one key of a :class:`MemoryStore`; made by ``open_writer``."""
 
-    def __init__(self, store: MemoryStore, key: DataKey, location: str, header: dict):
+    def __init__(self, store: MemoryStore, key: DataKey, location: str, header: dict[str, Any]):
+        super().__init__(key)
         self.store = store
-        self.key = key
         self.location = location
         self._header = header
-        self.chunks: list[ChunkInfo] = []
         self._payloads: dict[str, bytes] = {}
-        self._state = "open"
-
-    def _check_open(self, what: str) -> None:
-        if self._state != "open":
-            raise StraxioError(f"cannot {what} {self.key}: the writer is {self._state}")
 
     async def write(self, encoded: EncodedChunk) -> None:
         """Keep one chunk (chunks must come in order and touch)."""
-        self._check_open("write to")
         info = encoded.info
-        if info.index != len(self.chunks):
-            raise StraxioError(f"{self.key}: expected chunk {len(self.chunks)}, "
-                               f"got chunk {info.index}")
-        if self.chunks and info.start != self.chunks[-1].end:
-            raise StraxioError(f"{self.key}: chunk {info.index} starts at {info.start}, the "
-                               f"previous one ends at {self.chunks[-1].end}")
+        self._check_next(info)
         self._payloads[info.filename] = bytes(encoded.payload)
         self.chunks.append(info)
 
     async def close(self, *, start: int, end: int) -> StoredData:
         """Publish (one dict assignment) and release the key."""
-        self._check_open("close")
+        self._check_publish(start, end)
         chunks = self.chunks
-        if start > end or (chunks and (chunks[0].start != start or chunks[-1].end != end)):
-            span = f"[{chunks[0].start}, {chunks[-1].end})" if chunks else "nothing"
-            raise StraxioError(f"{self.key}: cannot publish [{start}, {end}): the chunks "
-                               f"cover {span}")
         meta: dict[str, Any] = dict(self._header, status="complete", start=start, end=end,
                                     chunks=[c.to_json() for c in chunks])
         meta["writer"] = dict(self._header["writer"], finished=now_text())
@@ -286,7 +269,7 @@ class MemoryWriter(_Writer):
 
     async def abort(self, exc: BaseException | None = None) -> None:
         """Record ``exc`` as a failed write and release the key; never publish."""
-        if self._state in ("closed", "aborted"):
+        if self._ended:
             return
         meta = dict(self._header, status="failed", error=error_json(exc),
                     chunks=[c.to_json() for c in self.chunks])

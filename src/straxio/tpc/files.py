@@ -22,6 +22,8 @@ import os
 import pathlib
 import shutil
 import zlib
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import aiofiles
 import numpy as np
@@ -40,8 +42,8 @@ FORMAT = "straxio.tpc raw_records"
 FORMAT_VERSION = 1
 
 
-def write_run(directory, run_id: str, *, size_mb: float = 20.0, seed: int = 0,
-              chunk_duration_s: float = 0.25, overwrite: bool = False,
+def write_run(directory: str | os.PathLike[str], run_id: str, *, size_mb: float = 20.0,
+              seed: int = 0, chunk_duration_s: float = 0.25, overwrite: bool = False,
               compression_level: int = 3) -> pathlib.Path:
     """Simulate a run and write its raw records as files.
 
@@ -77,7 +79,7 @@ def write_run(directory, run_id: str, *, size_mb: float = 20.0, seed: int = 0,
         shutil.rmtree(tmp)
     tmp.mkdir()
     compressor = zstandard.ZstdCompressor(level=compression_level)
-    chunks: list[dict] = []
+    chunks: list[dict[str, Any]] = []
     for i, (start, end, rows) in enumerate(iter_raw_chunks(
             run_id, size_mb=size_mb, seed=seed, chunk_duration_s=chunk_duration_s)):
         name = f"raw_records-{i:06d}.zst"
@@ -96,7 +98,7 @@ def write_run(directory, run_id: str, *, size_mb: float = 20.0, seed: int = 0,
     return final
 
 
-def read_index(directory, run_id: str) -> dict:
+def read_index(directory: str | os.PathLike[str], run_id: str) -> dict[str, Any]:
     """The index of a run written by :func:`write_run` (a small JSON file).
 
     Raises
@@ -114,9 +116,9 @@ def read_index(directory, run_id: str) -> dict:
     return _parse_index(text, path)
 
 
-def _parse_index(text: str, path) -> dict:
+def _parse_index(text: str, path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
-        index = json.loads(text)
+        index: dict[str, Any] = json.loads(text)
         if index.get("format") != FORMAT or index.get("version") != FORMAT_VERSION:
             raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} index")
         index["dtype"] = dtype_from_json(index["dtype"])
@@ -127,7 +129,7 @@ def _parse_index(text: str, path) -> dict:
     return index
 
 
-def _decode(payload: bytes, info: dict, dtype: np.dtype, path: str) -> np.ndarray:
+def _decode(payload: bytes, info: dict[str, Any], dtype: np.dtype, path: str) -> np.ndarray:
     # Runs in the executor: checksum, decompression, reinterpretation.
     if zlib.crc32(payload) != info["crc32"]:
         raise straxio.DataCorrupted(f"{path}: crc32 mismatch; write the run again")
@@ -151,12 +153,12 @@ class RawRecordsReader(Plugin):
     raw_records_dir = Option(default="raw_records", type=str, track=False,
                              help="folder holding one sub-folder of raw-record files per run")
 
-    def run_range(self, run_id):
+    def run_range(self, run_id: str) -> tuple[int, int]:
         # Called before the run starts (for progress): one small JSON read.
         index = read_index(self.raw_records_dir, run_id)
         return int(index["start"]), int(index["end"])
 
-    async def source(self, run_id):
+    async def source(self, run_id: str) -> AsyncGenerator[straxio.Chunk, None]:
         folder = pathlib.Path(self.raw_records_dir) / run_id
         path = folder / INDEX_NAME
         try:

@@ -10,8 +10,11 @@ with :func:`col` so every call has the same types whatever the chunking.
 
 from __future__ import annotations
 
+import typing as ty
+
 import numba
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "area_quantile_times",
@@ -23,15 +26,20 @@ __all__ = [
     "sum_waveforms",
 ]
 
+# Annotations are for mypy: numba types a kernel's arguments at its call.
+_Indices: ty.TypeAlias = npt.NDArray[np.int64]
 
-def col(x: np.ndarray, dtype=None) -> np.ndarray:
+
+def col(x: np.ndarray, dtype: npt.DTypeLike | None = None) -> np.ndarray:
     """A writable C-contiguous copy of a column (inputs are read-only views)."""
     return np.array(x, dtype=dtype, order="C", copy=True)
 
 
 @numba.njit(nogil=True, cache=True)
-def subtract_baseline(raw, length, channel, record_i, n_channels, baseline_samples,
-                      out, out_baseline, out_rms, out_area):
+def subtract_baseline(raw: np.ndarray, length: np.ndarray, channel: np.ndarray,
+                      record_i: np.ndarray, n_channels: int, baseline_samples: int,
+                      out: np.ndarray, out_baseline: np.ndarray, out_rms: np.ndarray,
+                      out_area: np.ndarray) -> None:
     """Baseline-subtract records and flip PMT pulses positive.
 
     The baseline is the mean of the first ``baseline_samples`` samples of a
@@ -59,7 +67,7 @@ def subtract_baseline(raw, length, channel, record_i, n_channels, baseline_sampl
             have[ch] = True
         bl = last_bl[ch]
         ibl = np.int32(np.round(bl))
-        area = 0
+        area: int | np.signedinteger[ty.Any] = 0  # (numba makes it int64)
         for j in range(n):
             v = ibl - np.int32(raw[i, j])
             out[i, j] = v
@@ -70,7 +78,8 @@ def subtract_baseline(raw, length, channel, record_i, n_channels, baseline_sampl
 
 
 @numba.njit(nogil=True, cache=True)
-def find_hits(data, length, channel, threshold, left_ext, right_ext, to_pe, out):
+def find_hits(data: np.ndarray, length: np.ndarray, channel: np.ndarray, threshold: float,
+              left_ext: int, right_ext: int, to_pe: np.ndarray, out: np.ndarray) -> int:
     """Threshold crossings in baseline-subtracted records.
 
     A hit is a run of samples above ``threshold`` ADC. Its area is integrated
@@ -107,7 +116,7 @@ def find_hits(data, length, channel, threshold, left_ext, right_ext, to_pe, out)
 
 
 @numba.njit(nogil=True, cache=True)
-def cluster_hits(time, endtime, gap):
+def cluster_hits(time: np.ndarray, endtime: np.ndarray, gap: int) -> npt.NDArray[np.int64]:
     """Cluster labels of hits sorted by time: a new cluster starts where a
     hit begins more than ``gap`` ns after every earlier hit has ended."""
     labels = np.empty(len(time), np.int64)
@@ -124,8 +133,11 @@ def cluster_hits(time, endtime, gap):
 
 
 @numba.njit(nogil=True, cache=True)
-def sum_waveforms(t0, t1, dt, rec_time, rec_length, rec_dt, rec_channel, rec_data, to_pe,
-                  out_area, out_wf, out_per_channel, out_center):
+def sum_waveforms(t0: np.ndarray, t1: np.ndarray, dt: np.ndarray, rec_time: np.ndarray,
+                  rec_length: np.ndarray, rec_dt: np.ndarray, rec_channel: np.ndarray,
+                  rec_data: np.ndarray, to_pe: np.ndarray, out_area: np.ndarray,
+                  out_wf: np.ndarray, out_per_channel: np.ndarray,
+                  out_center: np.ndarray) -> None:
     """Sum the record samples inside each peak, in PE.
 
     Peaks ``[t0, t1)`` are sorted and do not overlap, so ``t1`` is sorted
@@ -162,7 +174,8 @@ def sum_waveforms(t0, t1, dt, rec_time, rec_length, rec_dt, rec_channel, rec_dat
 
 
 @numba.njit(nogil=True, cache=True)
-def area_quantile_times(wf, length, dt, fractions, out):
+def area_quantile_times(wf: np.ndarray, length: np.ndarray, dt: np.ndarray,
+                        fractions: np.ndarray, out: np.ndarray) -> None:
     """Times (ns after the peak's start) by which ``fractions`` of the area
     have arrived, from the summed waveform (negative noise samples count as
     zero), linearly interpolated inside a bin."""
@@ -190,7 +203,8 @@ def area_quantile_times(wf, length, dt, fractions, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def main_peaks(offsets, ptype, area, time):
+def main_peaks(offsets: np.ndarray, ptype: np.ndarray, area: np.ndarray,
+               time: np.ndarray) -> tuple[_Indices, _Indices, _Indices]:
     """Per event (rows ``offsets[i]:offsets[i+1]``): index of the main S2
     (largest S2), the alternative S2 (second largest) and the main S1 (largest
     S1 before the main S2; the largest S1 if there is no S2); -1 if none."""

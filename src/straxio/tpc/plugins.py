@@ -17,6 +17,8 @@ Every heavy step is a numba kernel (:mod:`straxio.tpc.kernels`).
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
 import numpy as np
 
 import straxio
@@ -160,7 +162,7 @@ class SyntheticRawRecords(Plugin):
     chunk_duration_s = Option(default=0.25, type=float, track=False,
                               help="cut chunks about this long [s]; never changes the data")
 
-    def setup(self):
+    def setup(self) -> None:
         if not self.run_size_mb > 0:
             raise straxio.ConfigError(f"run_size_mb must be positive, got {self.run_size_mb}")
         try:
@@ -171,11 +173,11 @@ class SyntheticRawRecords(Plugin):
     def _simulator(self, run_id: str) -> RunSimulator:
         return RunSimulator(run_id, size_mb=self.run_size_mb, seed=self.tpc_seed)
 
-    def run_range(self, run_id):
+    def run_range(self, run_id: str) -> tuple[int, int]:
         sim = self._simulator(run_id)
         return sim.start, sim.end
 
-    async def source(self, run_id):
+    async def source(self, run_id: str) -> AsyncGenerator[straxio.Chunk, None]:
         sim = self._simulator(run_id)
         chunker = Chunker(sim.start, self._chunk_ns)
         for b in range(sim.n_blocks):
@@ -206,7 +208,7 @@ class Records(Plugin):
     baseline_samples = Option(default=40, type=int,
                               help="samples at the start of a pulse that give its baseline")
 
-    def compute(self, raw_records):
+    def compute(self, raw_records: np.ndarray) -> np.ndarray:
         n = len(raw_records)
         out = np.zeros(n, dtype=self.dtype)
         for f in ("time", "length", "dt", "channel", "pulse_length", "record_i"):
@@ -244,7 +246,7 @@ class Hits(Plugin):
     hit_right_extension = Option(default=8, type=int,
                                  help="samples after a hit integrated into its area")
 
-    def compute(self, records):
+    def compute(self, records: np.ndarray) -> np.ndarray:
         data = records["data"]  # read in place (a strided, read-only view)
         length = K.col(records["length"], np.int64)
         channel = K.col(records["channel"], np.int64)
@@ -297,7 +299,7 @@ class Peaks(Plugin):
     peak_min_channels = Option(default=2, type=int,
                                help="fewer channels with hits make no peak")
 
-    def setup(self):
+    def setup(self) -> None:
         ext = self.peak_left_extension + self.peak_right_extension
         # Peaks never overlap (extensions fit in the gap), and nothing that
         # belongs together is split by the source's chunk edges, which sit at
@@ -310,7 +312,8 @@ class Peaks(Plugin):
                 f"< peak_gap ({self.peak_gap}) < {SAFE_BREAK_NS // 2} ns (half the source's "
                 "safe break)")
 
-    def compute(self, hits, records, start, end):
+    def compute(self, hits: np.ndarray, records: np.ndarray, start: int,
+                end: int) -> np.ndarray:
         if not len(hits):
             return np.zeros(0, dtype=self.dtype)
         h_time = K.col(hits["time"], np.int64)
@@ -369,7 +372,7 @@ class PeakBasics(Plugin):
                           "(range_50p_area) [ns]")
     s2_min_channels = Option(default=4, type=int, help="S2s have hits in this many channels")
 
-    def compute(self, peaks):
+    def compute(self, peaks: np.ndarray) -> np.ndarray:
         n = len(peaks)
         out = np.zeros(n, dtype=self.dtype)
         for f in ("time", "endtime", "center_time", "area", "n_channels", "n_hits"):
@@ -428,12 +431,14 @@ class Events(OverlapWindowPlugin):
                                help="no triggering peak is longer than this [ns] (it sizes "
                                "the overlap window)")
 
-    def get_window_size(self):
+    def get_window_size(self) -> int:
         # An event's reach: from its trigger's start back by the left
         # extension to the trigger's end plus the right extension.
-        return self.left_event_extension + self.right_event_extension + self.max_peak_duration
+        size: int = (self.left_event_extension + self.right_event_extension
+                     + self.max_peak_duration)
+        return size
 
-    def compute(self, peaks, start, end):
+    def compute(self, peaks: np.ndarray, start: int, end: int) -> np.ndarray:
         trig = peaks[(peaks["type"] == S2) & (peaks["area"] > self.trigger_min_area)]
         if not len(trig):
             return np.zeros(0, dtype=self.dtype)
@@ -462,7 +467,7 @@ class EventInfo(LoopPlugin):
     dtype = EVENT_INFO_DTYPE
     parallel = True
 
-    def compute(self, events, peaks: Contained):
+    def compute(self, events: np.ndarray, peaks: Contained) -> np.ndarray:
         out = np.zeros(len(events), dtype=self.dtype)  # time fields filled in for us
         rows = peaks.rows
         out["n_peaks"] = peaks.counts()

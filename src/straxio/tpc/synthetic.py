@@ -38,6 +38,7 @@ from collections.abc import Iterator
 
 import numba
 import numpy as np
+import numpy.typing as npt
 
 import straxio
 
@@ -117,7 +118,7 @@ MB_PER_BLOCK = 0.28
 RUN_EPOCH_NS = 1_735_689_600 * 10**9  #: 2025-01-01T00:00:00Z: runs start after it
 
 
-def _detector_constants():
+def _detector_constants() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # Fixed per detector, not per run: a "calibration" the processing knows.
     rng = np.random.default_rng(20_250_101)
     gains = 140.0 * rng.uniform(0.85, 1.15, N_CHANNELS)  # ADC x samples per PE
@@ -175,7 +176,8 @@ def run_seed(run_id: str, seed: int) -> int:
 
 
 @numba.njit(nogil=True, cache=True)
-def _pulses(channel, sample, trigger, pre, post):
+def _pulses(channel: np.ndarray, sample: np.ndarray, trigger: np.ndarray, pre: int,
+            post: int) -> tuple[np.ndarray, ...]:
     """Digitizer pulses of photons sorted by (channel, sample).
 
     A photon whose pulse crosses the digitizer's threshold (``trigger``)
@@ -221,7 +223,7 @@ def _spe_table() -> np.ndarray:
     """Fraction of a PE pulse's area in each of the SPE_SAMPLES samples from
     the photon's, per photon phase (ns after its sample's start: photon
     times are whole ns). The pulse is a normalised double exponential."""
-    def cdf(u):
+    def cdf(u: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         u = np.maximum(u, 0.0)
         return 1 - (SPE_FALL_NS * np.exp(-u / SPE_FALL_NS)
                     - SPE_RISE_NS * np.exp(-u / SPE_RISE_NS)) / (SPE_FALL_NS - SPE_RISE_NS)
@@ -234,8 +236,11 @@ SPE_TABLE = _spe_table()
 
 
 @numba.njit(nogil=True, cache=True)
-def _render(photon_t, photon_q, p_ch, p_start, p_end, p_first, n_photons, rec_first,
-            baselines, noise, gains, sample_ns, spe_table, out_data):
+def _render(photon_t: np.ndarray, photon_q: np.ndarray, p_ch: np.ndarray, p_start: np.ndarray,
+            p_end: np.ndarray, p_first: np.ndarray, n_photons: np.ndarray,
+            rec_first: np.ndarray, baselines: np.ndarray, noise: np.ndarray,
+            gains: np.ndarray, sample_ns: int, spe_table: np.ndarray,
+            out_data: np.ndarray) -> None:
     """Waveforms of every pulse, written into its records (out_data rows from
     ``rec_first[pulse]`` on): baseline minus the PE pulses plus noise, rounded
     to ADC counts."""
@@ -300,7 +305,7 @@ class RunSimulator:
         s = self.start + b * BLOCK_NS
         return s, s + BLOCK_NS
 
-    def _interactions(self, b: int):
+    def _interactions(self, b: int) -> tuple[np.ndarray, ...]:
         rng = np.random.default_rng([self.run_seed, b, 0])
         bs, be = self.block_range(b)
         # A fixed number of draws per block keeps the random stream independent
@@ -434,7 +439,8 @@ class RunSimulator:
 # --------------------------------------------------------------------------- chunking
 
 
-def _cut_zones(records: np.ndarray, block_start: int, block_end: int):
+def _cut_zones(records: np.ndarray, block_start: int,
+               block_end: int) -> tuple[np.ndarray, np.ndarray]:
     """Where a chunk may end inside one block: ``[lo, hi]`` zones at least
     SAFE_BREAK_NS / 2 from any record (records stay BLOCK_MARGIN_NS inside)."""
     half = SAFE_BREAK_NS // 2
@@ -463,7 +469,8 @@ class Chunker:
         k = (self.chunk_start - self.run_start) // self.chunk_ns + 1
         return self.run_start + k * self.chunk_ns
 
-    def feed(self, records: np.ndarray, block_start: int, block_end: int):
+    def feed(self, records: np.ndarray, block_start: int,
+             block_end: int) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield ``(start, end, rows)`` for every chunk that ends in this block."""
         lo, hi = _cut_zones(records, block_start, block_end)
         while (target := self._next_target()) <= block_end:
@@ -475,12 +482,12 @@ class Chunker:
             yield self._emit(cut)
         self.pending.append(records)
 
-    def finish(self, end: int):
+    def finish(self, end: int) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield the last chunk, up to the end of the run."""
         if self.chunk_start < end or any(len(p) for p in self.pending):
             yield self._emit(end)
 
-    def _emit(self, cut: int):
+    def _emit(self, cut: int) -> tuple[int, int, np.ndarray]:
         rows = (np.concatenate(self.pending) if len(self.pending) > 1 else
                 self.pending[0] if self.pending else np.zeros(0, RAW_RECORD_DTYPE))
         out = (self.chunk_start, cut, rows)
