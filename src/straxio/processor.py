@@ -180,13 +180,14 @@ class Processor:
                  mp_context: str = "spawn", inline_below_seconds: float = INLINE_BELOW_SECONDS,
                  fuse: bool = True, shared_memory: bool | None = None,
                  compute_timeout: float | None = None):
-        if stores is None and isinstance(getattr(planner, "stores", None), StoreChain):
+        own_stores = getattr(planner, "stores", None)
+        if stores is None and isinstance(own_stores, StoreChain):
             # Processor(ctx, targets): the spelling before the processor took
             # its stores apart from the planner.
             warnings.warn("Processor(ctx, targets) without stores= is deprecated: use "
                           "ctx.processor(targets), or pass stores=ctx.stores",
                           DeprecationWarning, stacklevel=2)
-            stores = planner.stores  # type: ignore[attr-defined]  # a Context, checked above
+            stores = own_stores
         self.planner = planner
         self.stores = stores if isinstance(stores, StoreChain) else StoreChain(stores)
         self.targets = as_names(targets)
