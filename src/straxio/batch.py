@@ -106,7 +106,7 @@ class Batch:
         if all(c.end == t for c in self.chunks.values()):
             # The common case (inputs chunked alike): nothing to cut, no copy.
             before = dict(self.chunks)
-            after = {n: c._like(t, t, c.data[:0]) for n, c in self.chunks.items()}
+            after = {n: c.empty_at(t) for n, c in self.chunks.items()}
         else:
             while True:
                 parts = {n: c.split(t, allow_early_split=True) for n, c in self.chunks.items()}

@@ -433,6 +433,17 @@ class Chunk:
 
     # ------------------------------------------------------------------ operations
 
+    def empty_at(self, t: int) -> Chunk:
+        """An empty, zero-duration chunk of the same data type, kind, run and
+        dtype at ``t`` (what is left of an input after a cut at its end)."""
+        return self._like(t, t, self._data[:0])
+
+    def is_like(self, other: Chunk) -> bool:
+        """Whether ``other`` has the same data type, kind, run and dtype (it
+        may continue this chunk)."""
+        return (self._data_type == other._data_type and self._data_kind == other._data_kind
+                and self._run_id == other._run_id and self._dtype == other._dtype)
+
     def _like(self, start: int, end: int, data: np.ndarray) -> Chunk:
         # As _trusted with this chunk's metadata, whose dtype is already a dtype.
         new = Chunk.__new__(Chunk)

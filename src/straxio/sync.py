@@ -116,16 +116,10 @@ class Synchronizer:
         while True:
             if buf is not None:
                 chunk = Chunk.concatenate([buf, chunk])
-            elif last is not None and not (
-                chunk._start == start
-                and chunk._data_type == last._data_type
-                and chunk._data_kind == last._data_kind
-                and chunk._run_id == last._run_id
-                and chunk._dtype == last._dtype
-            ):
+            elif last is not None and not (chunk.start == start and chunk.is_like(last)):
                 # Not the continuation: concatenating it to the empty leftover
                 # that the general rule holds raises the general rule's error.
-                chunk = Chunk.concatenate([last._like(start, start, last.data[:0]), chunk])
+                chunk = Chunk.concatenate([last.empty_at(start), chunk])
             if chunk.end == start:
                 buf = self._bufs[name] = chunk
             else:

@@ -8,6 +8,7 @@ functions compress, checksum and verify chunks; the processor runs them in
 its executor.
 """
 
+from . import base
 from .base import ChunkInfo, DataKey, EncodedChunk, Store, StoredData, StoredEntry, Writer
 from .chain import StoreChain
 from .codec import decode_chunk, dtype_from_json, dtype_to_json, encode_chunk
@@ -39,7 +40,5 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     if name == "StorageKey":
-        from . import base
-
-        return base.__getattr__(name)
+        return base.__getattr__(name)  # the deprecated alias, with its warning
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

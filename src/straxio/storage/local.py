@@ -682,7 +682,7 @@ class DirectoryStore(Store):
             lock.release()
             raise
         log.debug("writing %s into %s", key, temp)
-        return DirectoryWriter(self, key, temp, journal, lock, header, run_sync)
+        return DirectoryWriter(self, self, key, temp, journal, lock, header, run_sync)
 
     def _locked(self, key: DataKey, lock_path: str, holder: str) -> KeyLocked:
         who = "this process" if holder == "process" else "another process"

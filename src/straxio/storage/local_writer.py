@@ -19,7 +19,7 @@ from typing import Any
 
 from .._util import await_to_end
 from ..exceptions import StraxioError
-from .base import ChunkInfo, DataKey, EncodedChunk, RunSync, SequentialWriter, StoredData
+from .base import ChunkInfo, DataKey, EncodedChunk, RunSync, SequentialWriter, Store, StoredData
 from .codec import error_json, now_text, stored_data_from_metadata
 from .local_layout import (
     FAILED_METADATA,
@@ -33,10 +33,18 @@ from .local_layout import (
 )
 from .local_locks import _KeyLock
 
-if ty.TYPE_CHECKING:
-    from .local import DirectoryStore
+__all__ = ["DirectoryWriter", "StoreFolders"]
 
-__all__ = ["DirectoryWriter"]
+
+class StoreFolders(ty.Protocol):
+    """What a writer needs of its :class:`~straxio.storage.local.DirectoryStore`
+    (which imports this module, so the writer names only this)."""
+
+    root: str
+
+    def _path(self, name: str) -> str: ...
+    def _check_ours(self, key: DataKey, what: str) -> None: ...
+    def _leftovers(self, name: str) -> list[str]: ...
 
 # The store's logger: what happens to a DirectoryStore's folders logs under
 # one name, as it did when the writer lived in the store's module.
@@ -157,7 +165,7 @@ def _overwrite_in_place(path: str, make: Any) -> bool:
 
 
 
-def _prepare(store: DirectoryStore, key: DataKey, header: bytes) -> tuple[str, _Journal]:
+def _prepare(store: StoreFolders, key: DataKey, header: bytes) -> tuple[str, _Journal]:
     """Holding the lock: refuse a foreign folder, recover or remove ``.old``,
     delete leftovers, create the temporary folder with its metadata (and
     room for the failure record) and journal."""
@@ -200,10 +208,12 @@ class DirectoryWriter(SequentialWriter):
     previous one ended.
     """
 
-    def __init__(self, store: DirectoryStore, key: DataKey, temp: str, journal: _Journal,
-                 lock: _KeyLock, header: dict[str, Any], run_sync: RunSync):
+    def __init__(self, store: Store, folders: StoreFolders, key: DataKey, temp: str,
+                 journal: _Journal, lock: _KeyLock, header: dict[str, Any], run_sync: RunSync):
         super().__init__(key)
+        #: the store the data is published in (a DirectoryStore: also ``folders``)
         self.store = store
+        self._folders = folders
         self.temp = temp
         self._journal = journal
         self._lock = lock
@@ -225,7 +235,7 @@ class DirectoryWriter(SequentialWriter):
     @property
     def final(self) -> str:
         """The folder the data is published to."""
-        return self.store._path(self.key.name)
+        return self._folders._path(self.key.name)
 
     async def write(self, encoded: EncodedChunk) -> None:
         """Write one chunk file, fsync it, then journal its info (fsynced).
@@ -290,10 +300,10 @@ class DirectoryWriter(SequentialWriter):
             self._publish_locked(data)
 
     def _publish_locked(self, data: bytes) -> None:
-        root, name, temp, final = self.store.root, self.key.name, self.temp, self.final
+        root, name, temp, final = self._folders.root, self.key.name, self.temp, self.final
         # Something foreign may have appeared under the key's name since open
         # (strax writing the same lineage): never replace it.
-        self.store._check_ours(self.key, "publish")
+        self._folders._check_ours(self.key, "publish")
         self._journal.close()
         staged = os.path.join(temp, METADATA + ".tmp")
         _write_file(staged, data)
@@ -301,7 +311,7 @@ class DirectoryWriter(SequentialWriter):
         os.unlink(os.path.join(temp, JOURNAL))  # folded into the metadata
         _fsync_path(temp)
         if os.path.lexists(final):
-            old = self.store._path(name + ".old")
+            old = self._folders._path(name + ".old")
             if os.path.lexists(old):
                 _discard(old, root, name)  # garbage of an earlier replace
             os.rename(final, old)
@@ -354,12 +364,12 @@ class DirectoryWriter(SequentialWriter):
     def _record_failure_locked(self, exc: BaseException | None,
                                chunks: list[ChunkInfo]) -> None:
         self._journal.close()
-        old = self.store._path(self.key.name + ".old")
+        old = self._folders._path(self.key.name + ".old")
         if not os.path.lexists(self.final) and os.path.isdir(old):
             # close() failed between its two renames: put the old data back
             # (we hold the lock, so this .old is the one close() made).
             os.rename(old, self.final)
-            _fsync_path(self.store.root)
+            _fsync_path(self._folders.root)
         path = os.path.join(self.temp, METADATA)
         try:
             if _overwrite_in_place(
