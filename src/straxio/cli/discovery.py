@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import click
 
+from .._util import as_names
 from ..context import Context
 from ..exceptions import PluginError
 from ..plan import Plan
@@ -178,8 +179,10 @@ def load_plugins(spec: str) -> PluginModule:
     if not found:
         raise BadInput(f"{where} defines no straxio.Plugin subclasses (and no plugins() "
                        "function or PLUGINS list)")
-    default = getattr(module, "DEFAULT_TARGET", ())
-    default_targets = (default,) if isinstance(default, str) else tuple(default)
+    try:
+        default_targets = as_names(getattr(module, "DEFAULT_TARGET", ()), "DEFAULT_TARGET")
+    except TypeError as e:
+        raise BadInput(f"{where}: {e}") from None
     return PluginModule(spec, module, tuple(found), default_targets)
 
 

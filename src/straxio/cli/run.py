@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import click
 
+from .._util import as_names
 from ..context import Context
 from ..processor import Processor
 from ..selection import Selection
@@ -283,8 +284,7 @@ def demo_command(storage: str, run_id: str, size_mb: float | None, seed: int | N
         cfg["run_size_mb"] = size_mb
     if seed is not None:
         cfg["tpc_seed"] = seed
-    target = tpc.DEFAULT_TARGET
-    targets = (target,) if isinstance(target, str) else tuple(target)
+    targets = as_names(tpc.DEFAULT_TARGET)
     check_storage(storage)
     options = RunOptions(targets=targets, progress=progress_wanted(progress),
                          processor_options=processor_options(workers))
