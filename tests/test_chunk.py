@@ -1,8 +1,6 @@
-"""Tests of straxio.chunk, straxio.intervals and straxio.dtypes.
-
-Properties are checked with hypothesis against brute-force numpy/Python
-references that follow the definitions literally.
-"""
+"""Chunks: rows of one data type for one run over ``[start, end)``, every row
+checked; split, concatenate and merge keep the invariants (hypothesis
+against brute-force references that follow the definitions literally)."""
 
 from __future__ import annotations
 
@@ -14,95 +12,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from straxio.chunk import Chunk, check_continuity, endtime
-from straxio.dtypes import (
-    check_time_dtype,
-    field_descriptions,
-    has_endtime,
-    has_length_dt,
-    interval_dtype,
-    merged_dtype,
-    time_dt_fields,
-    time_fields,
-    with_descriptions,
-)
+from straxio.dtypes import merged_dtype, time_dt_fields, time_fields
 from straxio.exceptions import CannotSplit, ChunkError
-from straxio.intervals import (
-    fully_contained_in,
-    sort_by_time,
-    split_by_containment,
-    touching_windows,
-)
+from straxio.testing import chunk_of, interval_rows
+from straxio.testing.strategies import ENDTIME_DTYPE, LENGTH_DT_DTYPE, chunks
 
 SETTINGS = settings(max_examples=100, deadline=None)
 
-ENDTIME_DTYPE = np.dtype([*time_fields(), (("a float", "x"), np.float64)])
-LENGTH_DT_DTYPE = np.dtype([*time_dt_fields(), (("a float", "x"), np.float64)])
-
-
-# --------------------------------------------------------------------------- strategies
-
-
-@st.composite
-def intervals(draw, *, max_size=12, form=None, sort=True):
-    """A structured interval array (maybe empty, overlapping, zero-length rows).
-
-    Ties in time keep a random order of end times, so sorted arrays exercise
-    non-monotonic end times.
-    """
-    if form is None:
-        form = draw(st.sampled_from(["endtime", "length_dt"]))
-    n = draw(st.integers(0, max_size))
-    times = draw(st.lists(st.integers(0, 40), min_size=n, max_size=n))
-    lengths = draw(st.lists(st.integers(0, 12), min_size=n, max_size=n))
-    if sort:
-        order = sorted(range(n), key=lambda i: times[i])
-        times = [times[i] for i in order]
-        lengths = [lengths[i] for i in order]
-    if form == "endtime":
-        x = np.zeros(n, ENDTIME_DTYPE)
-        x["endtime"] = np.array(times, dtype=np.int64) + lengths
-    else:
-        x = np.zeros(n, LENGTH_DT_DTYPE)
-        x["dt"] = draw(st.sampled_from([1, 2, 3]))
-        x["length"] = lengths
-    x["time"] = times
-    x["x"] = np.arange(n)
-    return x
-
-
-@st.composite
-def chunks(draw, form=None):
-    """A valid chunk with a range around its rows."""
-    data = draw(intervals(form=form))
-    if len(data):
-        start = int(data["time"].min()) - draw(st.integers(0, 4))
-        end = int(endtime(data).max()) + draw(st.integers(0, 4))
-    else:
-        start = draw(st.integers(-5, 40))
-        end = start + draw(st.integers(0, 10))
-    return Chunk(
-        data_type="peaks",
-        data_kind="peaks",
-        dtype=data.dtype,
-        run_id="007",
-        start=start,
-        end=end,
-        data=data,
-    )
-
 
 def make_chunk(data, start, end, **kw):
-    args = dict(data_type="peaks", data_kind="peaks", run_id="007", dtype=data.dtype)
-    args.update(kw)
-    return Chunk(start=start, end=end, data=data, **args)
+    """A chunk of kind peaks (whatever its data type), run 007."""
+    return chunk_of(data, start, end, **{"data_kind": "peaks", **kw})
 
 
 def rows(time, end_time, dtype=ENDTIME_DTYPE):
-    x = np.zeros(len(time), dtype)
-    x["time"] = time
-    x["endtime"] = end_time
-    x["x"] = np.arange(len(time))
-    return x
+    return interval_rows(time, end_time, dtype)
 
 
 # --------------------------------------------------------------------------- references
@@ -115,30 +39,6 @@ def ref_safe_split(data, start, t):
         if not np.any((times < s) & (s < ends)):
             return s
     raise AssertionError("start is always safe")
-
-
-def ref_contains(c_time, c_end, t_time, t_end):
-    return c_time <= t_time and t_end <= c_end
-
-
-def ref_fully_contained_in(things, containers):
-    result = []
-    for t_time, t_end in zip(things["time"], endtime(things)):
-        found = -1
-        for j, (c_time, c_end) in enumerate(zip(containers["time"], endtime(containers))):
-            if ref_contains(c_time, c_end, t_time, t_end):
-                found = j
-                break
-        result.append(found)
-    return np.array(result, dtype=np.int64)
-
-
-def ref_split_by_containment(things, containers):
-    t_end = endtime(things)
-    return [
-        things[(things["time"] >= c_time) & (t_end <= c_end)]
-        for c_time, c_end in zip(containers["time"], endtime(containers))
-    ]
 
 
 def assert_valid(chunk):
@@ -163,73 +63,6 @@ def assert_same(a, b):
     )
     assert (a.start, a.end) == (b.start, b.end)
     np.testing.assert_array_equal(a.data, b.data)
-
-
-# --------------------------------------------------------------------------- dtypes
-
-
-def test_time_fields_and_interval_dtype():
-    assert interval_dtype.names == ("time", "endtime")
-    assert field_descriptions(interval_dtype)["time"]
-    assert np.dtype(time_fields(description=False)) == np.dtype(
-        [("time", np.int64), ("endtime", np.int64)]
-    )
-    d = np.dtype(time_dt_fields())
-    assert d.names == ("time", "length", "dt")
-    assert [d.fields[n][0] for n in d.names] == [np.int64, np.int32, np.int16]
-    assert all(field_descriptions(d).values())
-
-
-def test_has_forms_and_check_time_dtype():
-    assert has_endtime(ENDTIME_DTYPE) and not has_length_dt(ENDTIME_DTYPE)
-    assert has_length_dt(LENGTH_DT_DTYPE) and not has_endtime(LENGTH_DT_DTYPE)
-    check_time_dtype(ENDTIME_DTYPE, "peaks")
-    check_time_dtype(LENGTH_DT_DTYPE, "records")
-    with pytest.raises(ChunkError, match=r"'hits'.*'time'.*'endtime'.*'length' and 'dt'"):
-        check_time_dtype(np.dtype([("time", np.int64), ("length", np.int32)]), "hits")
-    with pytest.raises(ChunkError, match="'hits'"):
-        check_time_dtype(np.float64, "hits")
-    with pytest.raises(ChunkError, match="integer"):
-        check_time_dtype(np.dtype([("time", np.float64), ("endtime", np.int64)]), "hits")
-
-
-def test_field_descriptions_and_with_descriptions():
-    d = np.dtype([("time", np.int64), ("endtime", np.int64), ("area", np.float32)])
-    assert field_descriptions(d) == {"time": "", "endtime": "", "area": ""}
-    d2 = with_descriptions(d, {"area": "Area [PE]", "time": "Start"})
-    assert field_descriptions(d2) == {"time": "Start", "endtime": "", "area": "Area [PE]"}
-    assert d2.itemsize == d.itemsize and d2 != d
-    # Unnamed fields keep their titles; an empty description removes one.
-    d3 = with_descriptions(d2, {"time": ""})
-    assert field_descriptions(d3) == {"time": "", "endtime": "", "area": "Area [PE]"}
-    with pytest.raises(ValueError, match="nope"):
-        with_descriptions(d, {"nope": "x"})
-
-
-def test_merged_dtype():
-    a = np.dtype([*time_fields(), ("x", np.float32)])
-    b = np.dtype([*time_dt_fields(), ("y", np.int8), ("x", np.float32)])
-    m = merged_dtype([a, b])
-    assert m.names == ("time", "endtime", "x", "y")
-    assert field_descriptions(m)["time"] == field_descriptions(a)["time"]
-    c = np.dtype([*time_fields(), ("x", np.float64)])
-    with pytest.raises(ChunkError, match="'x'"):
-        merged_dtype([a, c])
-    with pytest.raises(ChunkError):
-        merged_dtype([])
-
-
-def test_endtime_both_forms():
-    x = np.zeros(3, LENGTH_DT_DTYPE)
-    x["time"] = [1, 2, 3]
-    x["length"] = [0, 5, 40000]
-    x["dt"] = [10, 10, 30000]  # product overflows int32: must be computed in int64
-    np.testing.assert_array_equal(endtime(x), [1, 52, 3 + 40000 * 30000])
-    assert endtime(x).dtype == np.int64
-    y = rows([1, 2], [4, 9])
-    np.testing.assert_array_equal(endtime(y), [4, 9])
-    with pytest.raises(ChunkError):
-        endtime(np.zeros(1, [("time", np.int64)]))
 
 
 # --------------------------------------------------------------------------- Chunk basics
@@ -604,98 +437,3 @@ def test_merge_errors():
     assert Chunk.merge([a]) is a
 
 
-# --------------------------------------------------------------------------- interval helpers
-
-
-@SETTINGS
-@given(x=intervals(sort=False))
-def test_sort_by_time(x):
-    # strax's order: time, then channel (these rows have none), then as given.
-    result = sort_by_time(x)
-    assert result is not x
-    keys = list(zip(x["time"].tolist(), range(len(x))))
-    expected = x[[k[1] for k in sorted(keys)]]
-    np.testing.assert_array_equal(result, expected)
-
-
-@SETTINGS
-@given(things=intervals(sort=False), containers=intervals())
-def test_fully_contained_in(things, containers):
-    result = fully_contained_in(things, containers)
-    assert result.dtype == np.int64
-    np.testing.assert_array_equal(result, ref_fully_contained_in(things, containers))
-
-
-@SETTINGS
-@given(things=intervals(), containers=intervals(sort=False))
-def test_split_by_containment(things, containers):
-    result = split_by_containment(things, containers)
-    expected = ref_split_by_containment(things, containers)
-    assert len(result) == len(expected) == len(containers)
-    for got, want in zip(result, expected):
-        assert got.dtype == things.dtype
-        np.testing.assert_array_equal(got, want)
-
-
-@SETTINGS
-@given(
-    things=intervals(),
-    containers=intervals(sort=False),
-    window=st.integers(0, 5),
-)
-def test_touching_windows(things, containers, window):
-    result = touching_windows(things, containers, window=window)
-    assert result.shape == (len(containers), 2) and result.dtype == np.int64
-    t_time, t_end = things["time"], endtime(things)
-    monotonic = bool(np.all(np.diff(t_end) >= 0))
-    for (left, right), c_time, c_end in zip(result, containers["time"], endtime(containers)):
-        touching = np.flatnonzero((t_end > c_time - window) & (t_time < c_end + window))
-        assert right == np.count_nonzero(t_time < c_end + window) or len(touching) == 0
-        if len(touching):
-            assert left == touching[0]
-            assert touching[-1] < right
-        else:
-            assert left == right
-        if monotonic:
-            np.testing.assert_array_equal(np.arange(left, right), touching)
-
-
-def test_touching_windows_non_monotonic_example():
-    things = rows([0, 5], [100, 6])
-    containers = rows([10], [20])
-    # The long row touches; the short one after it does not but lies inside
-    # the range (documented).
-    np.testing.assert_array_equal(touching_windows(things, containers), [[0, 2]])
-    np.testing.assert_array_equal(touching_windows(things, rows([200], [300])), [[2, 2]])
-
-
-def test_helpers_need_sorted_input():
-    unsorted = rows([5, 1], [6, 2])
-    with pytest.raises(ChunkError, match=r"containers must be sorted.*row 1"):
-        fully_contained_in(rows([], []), unsorted)
-    with pytest.raises(ChunkError, match="things must be sorted"):
-        split_by_containment(unsorted, rows([], []))
-    with pytest.raises(ChunkError, match="things must be sorted"):
-        touching_windows(unsorted, rows([], []))
-
-
-def test_fully_contained_in_can_exclude_zero_length_things_at_the_end():
-    containers = np.zeros(2, dtype=interval_dtype)
-    containers["time"], containers["endtime"] = [0, 100], [100, 200]
-    things = np.zeros(2, dtype=interval_dtype)
-    things["time"] = things["endtime"] = [50, 100]
-    assert fully_contained_in(things, containers).tolist() == [0, 0]
-    assert fully_contained_in(things, containers, exclude_end=True).tolist() == [0, 1]
-
-
-@pytest.mark.parametrize("name", ["fully_contained_in", "split_by_containment",
-                                  "touching_windows", "sort_by_time"])
-def test_interval_functions_at_their_old_place_warn_and_name_the_new_one(name):
-    import straxio.chunk
-    import straxio.intervals
-
-    with pytest.warns(DeprecationWarning, match=rf"straxio\.intervals\.{name} now"):
-        moved = getattr(straxio.chunk, name)
-    assert moved is getattr(straxio.intervals, name)
-    with pytest.raises(AttributeError, match="no attribute '_running_max'"):
-        straxio.chunk._running_max  # noqa: B018 - private kernels moved without a shim

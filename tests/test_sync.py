@@ -15,36 +15,24 @@ import straxio
 from straxio.dtypes import time_fields
 from straxio.mailbox import Mailbox
 from straxio.sync import Synchronizer
+from straxio.testing import strategies
 
-DTYPE = np.dtype(time_fields())
+DTYPE = strategies.ENDTIME_DTYPE
 RUN_END = 1000
 
 
-@st.composite
-def intervals(draw, max_rows=30):
-    n = draw(st.integers(0, max_rows))
-    times = sorted(draw(st.lists(st.integers(0, RUN_END - 1), min_size=n, max_size=n)))
-    x = np.zeros(n, dtype=DTYPE)
-    x["time"] = times
-    x["endtime"] = [min(RUN_END, t + draw(st.integers(0, 80))) for t in times]
-    return x
+def intervals(max_rows=30):
+    """Rows of one run of RUN_END ns (sorted, maybe overlapping, maybe zero-length)."""
+    return strategies.intervals(max_size=max_rows, form="endtime", span=RUN_END - 1,
+                                max_length=80, run_end=RUN_END)
 
 
 def safe_cuts(x):
-    """Times where no row straddles."""
-    cuts = {0, RUN_END}
-    for t in range(RUN_END):
-        if not np.any((x["time"] < t) & (x["endtime"] > t)):
-            cuts.add(t)
-    return sorted(cuts)
+    return strategies.safe_cuts(x, RUN_END)
 
 
-@st.composite
-def chunked(draw):
-    x = draw(intervals())
-    cuts = safe_cuts(x)
-    edges = sorted([*draw(st.lists(st.sampled_from(cuts), max_size=8)), 0, RUN_END])
-    return x, edges
+def chunked():
+    return strategies.chunkings(intervals(), run_end=RUN_END)
 
 
 def chunks_of(name, x, edges):

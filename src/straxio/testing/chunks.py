@@ -28,7 +28,11 @@ def interval_rows(time: Sequence[int] | np.ndarray, endtime: Sequence[int] | np.
 
 
 def chunk_of(data: np.ndarray, start: int, end: int, *, data_type: str = "peaks",
-             data_kind: str | None = None, run_id: str = "007") -> Chunk:
-    """A chunk of ``data`` over ``[start, end)`` (checked as every chunk is)."""
-    return Chunk(data_type=data_type, data_kind=data_kind or data_type, dtype=data.dtype,
-                 run_id=run_id, start=start, end=end, data=data)
+             data_kind: str | None = None, run_id: str = "007",
+             dtype: ty.Any = None) -> Chunk:
+    """A chunk of ``data`` over ``[start, end)``, checked as every chunk is
+    (``dtype`` is the declared dtype, the data's by default: give another one
+    to see the check refuse it)."""
+    return Chunk(data_type=data_type, data_kind=data_kind or data_type,
+                 dtype=data.dtype if dtype is None else dtype, run_id=run_id, start=start,
+                 end=end, data=data)
