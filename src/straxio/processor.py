@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import typing as ty
 import warnings
 from collections.abc import AsyncIterator, Iterable
 
@@ -51,6 +50,7 @@ from .chunk import Chunk
 from .exceptions import ConfigError, EndOfStream, PlanError, StraxioError
 from .mailbox import Cursor
 from .plan import Plan, Planner, plan_run
+from .plugin import Plugin
 from .selection import Selection
 from .statistics import (
     AbandonedCompute,
@@ -266,7 +266,7 @@ class Processor:
             raise StraxioError(
                 "the processor is not open; use `async with ctx.processor(...) as proc:`")
 
-    def timeout_for(self, cls: type[ty.Any]) -> float | None:
+    def timeout_for(self, cls: type[Plugin]) -> float | None:
         """The compute timeout of plugin class ``cls`` (its own, else the processor's)."""
         return self.settings.timeout_for(cls)
 

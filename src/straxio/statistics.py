@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections import deque
 
 from .mailbox import MailboxStatistics
 from .sync import Synchronizer
 
 __all__ = ["AbandonedCompute", "ComponentKind", "ComponentStatistics", "Counters",
            "InFlightCompute", "ProcessorStatistics", "RunStatistics"]
-
-#: Computes measured in the executor before "auto" may decide to run inline
-#: (the length of a plugin's window of recent compute times).
-INLINE_PROBES = 8
-
 
 class ComponentKind(enum.StrEnum):
     """What a component of a run is; its value is the name shown in tables
@@ -177,10 +171,6 @@ class Counters:
         self.sync: Synchronizer | None = None
         #: bytes held outside mailboxes by the task itself (its peak)
         self.peak_held_bytes = 0
-        #: compute times of the latest calls in the pool (the inline decision)
-        self.recent: deque[float] = deque(maxlen=INLINE_PROBES)
-        #: whether computes run inline on the loop now (the inline decision)
-        self.inline = False
         self.fused_with: tuple[str, ...] = ()
 
     def freeze(self) -> ComponentStatistics:

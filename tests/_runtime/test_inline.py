@@ -4,8 +4,7 @@ gets expensive, never for what must stay off the loop."""
 
 from __future__ import annotations
 
-from straxio._runtime.inline import InlinePolicy
-from straxio.statistics import INLINE_PROBES
+from straxio._runtime.inline import INLINE_PROBES, InlinePolicy
 
 CHEAP, DEAR = 1e-6, 1e-3
 

@@ -7,7 +7,7 @@ chunk per plugin. The decision is taken from measurements, never from the
 declaration alone:
 
 - ``compute_inline = "auto"`` (the default): computes go to the pool; once
-  the latest :data:`~straxio.statistics.INLINE_PROBES` of them have a median
+  the latest :data:`INLINE_PROBES` of them have a median
   below the threshold, they run inline, and the decision is taken again
   after every pool compute (a few slow first calls, from warm-up or GIL
   contention, must not keep a cheap plugin paying a handoff per chunk);
@@ -27,12 +27,13 @@ import typing as ty
 from collections import deque
 from statistics import median
 
-from ..statistics import INLINE_PROBES
-
-__all__ = ["INLINE_BELOW_SECONDS", "InlinePolicy"]
+__all__ = ["INLINE_BELOW_SECONDS", "INLINE_PROBES", "InlinePolicy"]
 
 #: A compute whose measured cost is below this runs inline on the loop.
 INLINE_BELOW_SECONDS = 30e-6
+#: Computes measured in the pool before "auto" may decide to run inline (the
+#: window of recent compute times the median is taken over).
+INLINE_PROBES = 8
 
 
 class InlinePolicy:
